@@ -1,0 +1,460 @@
+"""ELECTRA in Flax linen: embeddings, post-LN transformer, generator and
+discriminator towers, and the pretraining model that ties them together.
+
+Numerics follow google-research/electra and transformers' ELECTRA exactly:
+exact (erf) GELU, LayerNorm eps 1e-12, post-LN BERT layers, a shared
+embedding block (word, position, token type, LayerNorm) with one
+`embeddings_project` per tower when `embedding_size != hidden_size`.
+
+Parameter trees (names are stable; `convert/` maps them one-to-one to
+transformers names):
+
+  ElectraDiscriminator:   {"embeddings", "discriminator"}
+  ElectraGenerator:       {"embeddings", "generator"}
+  ElectraPretrainingModel {"embeddings", "generator", "discriminator"}
+                          (+ "generator_embeddings" when untied)
+
+so the discriminator of a pretraining run is just
+`{k: params[k] for k in ("embeddings", "discriminator")}`.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+Array = jax.Array
+Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyperparameters of one transformer tower and its embeddings."""
+
+  vocab_size: int
+  embedding_size: int
+  hidden_size: int
+  num_hidden_layers: int
+  num_attention_heads: int
+  intermediate_size: int
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  initializer_range: float = 0.02
+  layer_norm_eps: float = 1e-12
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  attention_impl: str = "xla"
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_attention_heads:
+      raise ValueError(
+          f"hidden_size={self.hidden_size} is not a multiple of "
+          f"num_attention_heads={self.num_attention_heads}."
+      )
+
+
+def discriminator_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """The discriminator's `ModelConfig` from the run config."""
+  m = config.model
+  return ModelConfig(
+      vocab_size=m.vocab_size,
+      embedding_size=m.embedding_size or m.hidden_size,
+      hidden_size=m.hidden_size,
+      num_hidden_layers=m.num_hidden_layers,
+      num_attention_heads=m.num_attention_heads,
+      intermediate_size=m.intermediate_size,
+      hidden_dropout_prob=m.hidden_dropout_prob,
+      attention_probs_dropout_prob=m.attention_probs_dropout_prob,
+      max_position_embeddings=m.max_position_embeddings,
+      type_vocab_size=m.type_vocab_size,
+      initializer_range=m.initializer_range,
+      layer_norm_eps=m.layer_norm_eps,
+      dtype=jnp.dtype(m.dtype),
+      param_dtype=jnp.dtype(m.param_dtype),
+      attention_impl=m.attention_impl,
+  )
+
+
+def generator_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """The generator's `ModelConfig`, as electra's `get_generator_config`.
+
+  Width and depth are fractions of the discriminator's; heads are
+  `max(1, hidden // 64)` and the FFN is `4 * hidden`. The MLM-only baseline
+  (`electra_objective=False`) trains a full-size generator, as the reference.
+  With untied embeddings the generator's embeddings have its own width.
+  """
+  disc = discriminator_config(config)
+  if not config.objective.electra_objective:
+    return disc
+  g = config.generator
+  hidden = int(round(disc.hidden_size * g.generator_hidden_size))
+  layers = int(round(disc.num_hidden_layers * g.generator_layers))
+  if hidden < 1 or layers < 1:
+    raise ValueError(
+        f"generator_hidden_size={g.generator_hidden_size} and "
+        f"generator_layers={g.generator_layers} give a generator of width "
+        f"{hidden} and depth {layers}; both must be at least 1."
+    )
+  return dataclasses.replace(
+      disc,
+      embedding_size=(
+          hidden if g.untied_generator_embeddings else disc.embedding_size
+      ),
+      hidden_size=hidden,
+      num_hidden_layers=layers,
+      num_attention_heads=max(1, hidden // 64),
+      intermediate_size=4 * hidden,
+  )
+
+
+def gelu(x: Array) -> Array:
+  """Exact erf GELU (flax's `nn.gelu` defaults to the tanh approximation)."""
+  return nn.gelu(x, approximate=False)
+
+
+def _dense(
+    cfg: ModelConfig, features: int, names: tuple[str, str], name: str
+) -> nn.Dense:
+  init = nn.initializers.truncated_normal(cfg.initializer_range)
+  return nn.Dense(
+      features,
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      kernel_init=nn.with_logical_partitioning(init, names),
+      bias_init=nn.with_logical_partitioning(
+          nn.initializers.zeros, (names[1],)
+      ),
+      name=name,
+  )
+
+
+def _layer_norm(cfg: ModelConfig, name: str, axis: str = "embed"):
+  return nn.LayerNorm(
+      epsilon=cfg.layer_norm_eps,
+      dtype=cfg.dtype,
+      param_dtype=cfg.param_dtype,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis,)),
+      name=name,
+  )
+
+
+def _constrain(x: Array, names: tuple[str | None, ...]) -> Array:
+  return nn.with_logical_constraint(x, names)
+
+
+class Embeddings(nn.Module):
+  """Word + position + token-type embeddings, LayerNorm, dropout."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    init = nn.initializers.truncated_normal(cfg.initializer_range)
+
+    def embed(num, axes, name):
+      return nn.Embed(
+          num,
+          cfg.embedding_size,
+          dtype=cfg.dtype,
+          param_dtype=cfg.param_dtype,
+          embedding_init=nn.with_logical_partitioning(init, axes),
+          name=name,
+      )
+
+    self.word_embeddings = embed(cfg.vocab_size, ("vocab", "embed"),
+                                 "word_embeddings")
+    self.position_embeddings = embed(cfg.max_position_embeddings,
+                                     (None, "embed"), "position_embeddings")
+    self.token_type_embeddings = embed(cfg.type_vocab_size, (None, "embed"),
+                                       "token_type_embeddings")
+    self.layer_norm = _layer_norm(cfg, "LayerNorm")
+    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+  def __call__(
+      self, input_ids: Array, token_type_ids: Array, deterministic: bool
+  ) -> Array:
+    """[batch, length] ids -> [batch, length, embedding_size]."""
+    length = input_ids.shape[1]
+    if length > self.cfg.max_position_embeddings:
+      raise ValueError(
+          f"Sequence length {length} exceeds max_position_embeddings="
+          f"{self.cfg.max_position_embeddings}."
+      )
+    x = self.word_embeddings(input_ids)
+    x += self.position_embeddings(jnp.arange(length))[None]
+    x += self.token_type_embeddings(token_type_ids)
+    x = self.layer_norm(x)
+    x = self.dropout(x, deterministic=deterministic)
+    return _constrain(x, ("act_batch", "act_length", "act_embed"))
+
+  def word_table(self) -> Array:
+    """The [vocab, embedding_size] table that ties the generator's logits."""
+    return self.word_embeddings.embedding
+
+
+class TransformerLayer(nn.Module):
+  """One post-LN BERT layer: self-attention and feed-forward sublayers."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+    """x: [batch, length, hidden]; mask: [batch, 1, 1, length] bool."""
+    cfg = self.cfg
+    b, t, h = x.shape
+    n = cfg.num_attention_heads
+    d = h // n
+
+    def heads(name):  # [B, T, H] -> [B, T, N, D]
+      y = _dense(cfg, h, ("embed", "joined_kv"), name)(x)
+      return _constrain(y.reshape(b, t, n, d),
+                        ("act_batch", "act_length", "act_heads", None))
+
+    q, k, v = heads("query"), heads("key"), heads("value")
+    rate = cfg.attention_probs_dropout_prob
+    if deterministic or rate == 0.0:
+      ctx = jax.nn.dot_product_attention(
+          q, k, v, mask=mask, implementation=cfg.attention_impl
+      )
+    else:  # jax.nn.dot_product_attention has no dropout on the weights.
+      logits = jnp.einsum("BTND,BSND->BNTS", q, k) / jnp.sqrt(d).astype(
+          q.dtype)
+      logits = jnp.where(mask, logits.astype(jnp.float32),
+                         jnp.finfo(jnp.float32).min)
+      probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
+      probs = nn.Dropout(rate)(probs, deterministic=False)
+      ctx = jnp.einsum("BNTS,BSND->BTND", probs, v)
+    ctx = ctx.reshape(b, t, h)  # [B, T, H]
+    y = _dense(cfg, h, ("joined_kv", "embed"), "attention_output")(ctx)
+    y = nn.Dropout(cfg.hidden_dropout_prob)(y, deterministic=deterministic)
+    x = _layer_norm(cfg, "attention_LayerNorm")(x + y)
+
+    y = _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
+    y = gelu(_constrain(y, ("act_batch", "act_length", "act_mlp")))
+    y = _dense(cfg, h, ("mlp", "embed"), "output")(y)
+    y = nn.Dropout(cfg.hidden_dropout_prob)(y, deterministic=deterministic)
+    x = _layer_norm(cfg, "output_LayerNorm")(x + y)
+    return _constrain(x, ("act_batch", "act_length", "act_embed"))
+
+
+class Encoder(nn.Module):
+  """`embeddings_project` (when E != H) and the stack of layers."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(
+      self, embedded: Array, attention_mask: Array, deterministic: bool
+  ) -> Array:
+    """[batch, length, E] -> [batch, length, H]."""
+    cfg = self.cfg
+    x = embedded
+    if cfg.embedding_size != cfg.hidden_size:
+      x = _dense(cfg, cfg.hidden_size, ("embed_in", "embed"),
+                 "embeddings_project")(x)
+    mask = attention_mask.astype(jnp.bool_)[:, None, None, :]
+    for i in range(cfg.num_hidden_layers):
+      x = TransformerLayer(cfg, name=f"layer_{i}")(x, mask, deterministic)
+    return x
+
+
+class DiscriminatorTower(nn.Module):
+  """Encoder + replaced-token head: dense(H,H) -> GELU -> dense(H,1)."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(
+      self, embedded: Array, attention_mask: Array, deterministic: bool
+  ) -> Array:
+    """Returns per-token replaced-token logits [batch, length] (float32)."""
+    cfg = self.cfg
+    x = Encoder(cfg, name="encoder")(embedded, attention_mask, deterministic)
+    x = gelu(_dense(cfg, cfg.hidden_size, ("embed", "mlp"), "head_dense")(x))
+    x = _dense(cfg, 1, ("mlp", None), "head_prediction")(x)
+    return x[..., 0].astype(jnp.float32)
+
+
+class GeneratorTower(nn.Module):
+  """Encoder + MLM head: dense(H,E) -> GELU -> LayerNorm -> tied logits."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(
+      self,
+      embedded: Array,
+      attention_mask: Array,
+      word_table: Array,
+      masked_positions: Array | None,
+      deterministic: bool,
+  ) -> Array:
+    """Vocabulary logits (float32) at `masked_positions` ([batch, P]).
+
+    The head runs only at the given positions: [batch, P, vocab]. With no
+    positions it runs at every position: [batch, length, vocab].
+    """
+    cfg = self.cfg
+    x = Encoder(cfg, name="encoder")(embedded, attention_mask, deterministic)
+    if masked_positions is not None:  # [B, T, H] -> [B, P, H]
+      x = jnp.take_along_axis(x, masked_positions[..., None], axis=1)
+    x = gelu(_dense(cfg, cfg.embedding_size, ("embed", "embed_in"),
+                    "head_dense")(x))
+    x = _layer_norm(cfg, "head_LayerNorm", axis="embed_in")(x)
+    bias = self.param(
+        "output_bias",
+        nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+        (cfg.vocab_size,),
+        cfg.param_dtype,
+    )
+    logits = jnp.einsum("BPE,VE->BPV", x, word_table.astype(cfg.dtype))
+    return logits.astype(jnp.float32) + bias.astype(jnp.float32)
+
+
+def _defaults(input_ids, attention_mask, token_type_ids):
+  if attention_mask is None:
+    attention_mask = jnp.ones_like(input_ids)
+  if token_type_ids is None:
+    token_type_ids = jnp.zeros_like(input_ids)
+  return attention_mask, token_type_ids
+
+
+class ElectraDiscriminator(nn.Module):
+  """Standalone discriminator, as transformers' `ElectraForPreTraining`."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    self.embeddings = Embeddings(self.cfg)
+    self.discriminator = DiscriminatorTower(self.cfg)
+
+  def __call__(
+      self,
+      input_ids: Array,
+      attention_mask: Array | None = None,
+      token_type_ids: Array | None = None,
+      deterministic: bool = True,
+  ) -> Array:
+    """[batch, length] ids -> replaced-token logits [batch, length]."""
+    attention_mask, token_type_ids = _defaults(
+        input_ids, attention_mask, token_type_ids)
+    x = self.embeddings(input_ids, token_type_ids, deterministic)
+    return self.discriminator(x, attention_mask, deterministic)
+
+
+class ElectraGenerator(nn.Module):
+  """Standalone generator, as transformers' `ElectraForMaskedLM`."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    self.embeddings = Embeddings(self.cfg)
+    self.generator = GeneratorTower(self.cfg)
+
+  def __call__(
+      self,
+      input_ids: Array,
+      attention_mask: Array | None = None,
+      token_type_ids: Array | None = None,
+      masked_positions: Array | None = None,
+      deterministic: bool = True,
+  ) -> Array:
+    """Vocabulary logits at `masked_positions` (else every position)."""
+    attention_mask, token_type_ids = _defaults(
+        input_ids, attention_mask, token_type_ids)
+    x = self.embeddings(input_ids, token_type_ids, deterministic)
+    return self.generator(x, attention_mask, self.embeddings.word_table(),
+                          masked_positions, deterministic)
+
+
+class ElectraPretrainingModel(nn.Module):
+  """Generator and discriminator sharing one embedding block.
+
+  `gen_cfg` is None for the uniform-generator ablation (no generator
+  params); `disc_cfg` is None for the MLM-only baseline (no discriminator).
+  """
+
+  disc_cfg: ModelConfig | None
+  gen_cfg: ModelConfig | None
+  untied_generator_embeddings: bool = False
+
+  def setup(self):
+    shared = self.disc_cfg or self.gen_cfg
+    self.embeddings = Embeddings(shared)
+    if self.gen_cfg is not None:
+      if self.untied_generator_embeddings:
+        self.generator_embeddings = Embeddings(self.gen_cfg)
+      self.generator = GeneratorTower(self.gen_cfg)
+    if self.disc_cfg is not None:
+      self.discriminator = DiscriminatorTower(self.disc_cfg)
+
+  def generator_logits(
+      self,
+      input_ids: Array,
+      input_mask: Array,
+      segment_ids: Array,
+      masked_positions: Array,
+      deterministic: bool = True,
+  ) -> Array:
+    """Masked-LM logits [batch, P, vocab] at `masked_positions`."""
+    emb = (self.generator_embeddings if self.untied_generator_embeddings
+           else self.embeddings)
+    x = emb(input_ids, segment_ids, deterministic)
+    return self.generator(x, input_mask, emb.word_table(), masked_positions,
+                          deterministic)
+
+  def discriminator_logits(
+      self,
+      input_ids: Array,
+      input_mask: Array,
+      segment_ids: Array,
+      deterministic: bool = True,
+  ) -> Array:
+    """Replaced-token logits [batch, length]."""
+    x = self.embeddings(input_ids, segment_ids, deterministic)
+    return self.discriminator(x, input_mask, deterministic)
+
+  def __call__(self, input_ids, input_mask, segment_ids, masked_positions,
+               deterministic: bool = True):
+    """Runs both towers (used by `init`); returns (gen, disc) logits."""
+    gen = disc = None
+    if self.gen_cfg is not None:
+      gen = self.generator_logits(input_ids, input_mask, segment_ids,
+                                  masked_positions, deterministic)
+    if self.disc_cfg is not None:
+      disc = self.discriminator_logits(input_ids, input_mask, segment_ids,
+                                       deterministic)
+    return gen, disc
+
+
+def pretraining_model(config: ml_collections.ConfigDict):
+  """The `ElectraPretrainingModel` a run config describes."""
+  electra = config.objective.electra_objective
+  uniform = config.objective.uniform_generator
+  if uniform and not electra:
+    raise ValueError("uniform_generator needs electra_objective=True: the "
+                     "MLM-only baseline trains the generator itself.")
+  return ElectraPretrainingModel(
+      disc_cfg=discriminator_config(config) if electra else None,
+      gen_cfg=None if uniform else generator_config(config),
+      untied_generator_embeddings=(
+          electra and config.generator.untied_generator_embeddings),
+  )
+
+
+def discriminator_params(params: dict) -> dict:
+  """The params of an `ElectraDiscriminator` inside pretraining params."""
+  return {"embeddings": params["embeddings"],
+          "discriminator": params["discriminator"]}
+
+
+def generator_params(params: dict) -> dict:
+  """The params of an `ElectraGenerator` inside pretraining params."""
+  emb = params.get("generator_embeddings", params["embeddings"])
+  return {"embeddings": emb, "generator": params["generator"]}

@@ -1,0 +1,165 @@
+"""Model shapes, stable parameter names, dtypes and preset sizes."""
+
+import importlib.util
+import os
+
+from flax import traverse_util
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from electra_jax import model as model_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name):
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _count(module, *args):
+  shapes = jax.eval_shape(module.init, jax.random.key(0), *args)
+  return sum(x.size for x in jax.tree.leaves(shapes))
+
+
+@pytest.mark.parametrize("name,millions", [("small", 13.5), ("base", 110),
+                                           ("large", 335)])
+def test_discriminator_preset_sizes(name, millions):
+  cfg = model_lib.discriminator_config(load_config(name))
+  n = _count(model_lib.ElectraDiscriminator(cfg), jnp.zeros((1, 8), jnp.int32))
+  assert abs(n / 1e6 - millions) / millions < 0.01, n
+
+
+def test_generator_sizes_follow_the_reference():
+  small = model_lib.generator_config(load_config("small"))
+  assert (small.hidden_size, small.num_attention_heads,
+          small.intermediate_size, small.num_hidden_layers) == (64, 1, 256, 12)
+  base = model_lib.generator_config(load_config("base"))
+  assert (base.hidden_size, base.num_attention_heads,
+          base.intermediate_size, base.embedding_size) == (256, 4, 1024, 768)
+  plus = model_lib.generator_config(load_config("small_plus"))
+  assert plus.hidden_size == 256 and plus.embedding_size == 128
+  mlm = load_config("small")
+  mlm.objective.electra_objective = False
+  assert model_lib.generator_config(mlm) == model_lib.discriminator_config(mlm)
+
+
+def _tiny_pretraining():
+  config = load_config("tiny")
+  config.model.vocab_size = 101
+  model = model_lib.pretraining_model(config)
+  ids = jnp.ones((2, 16), jnp.int32)
+  pos = jnp.zeros((2, 3), jnp.int32)
+  return model, (ids, ids, jnp.zeros_like(ids), pos)
+
+
+def test_pretraining_shapes_names_and_dtypes():
+  model, args = _tiny_pretraining()
+  variables = jax.eval_shape(model.init, jax.random.key(0), *args)
+  flat = traverse_util.flatten_dict(nn.unbox(variables["params"]), sep="/")
+  assert all(v.dtype == jnp.float32 for v in flat.values())
+  # Stable names: convert/ and checkpoints depend on them.
+  for name in [
+      "embeddings/word_embeddings/embedding",
+      "embeddings/position_embeddings/embedding",
+      "embeddings/token_type_embeddings/embedding",
+      "embeddings/LayerNorm/scale",
+      "discriminator/encoder/embeddings_project/kernel",
+      "discriminator/encoder/layer_1/query/kernel",
+      "discriminator/encoder/layer_1/attention_LayerNorm/bias",
+      "discriminator/encoder/layer_1/output_LayerNorm/scale",
+      "discriminator/head_prediction/kernel",
+      "generator/encoder/layer_0/intermediate/kernel",
+      "generator/head_LayerNorm/scale",
+      "generator/output_bias",
+  ]:
+    assert name in flat, name
+  assert not any(k.startswith("generator_embeddings") for k in flat)
+  assert "generator/encoder/embeddings_project/kernel" not in flat  # E == Hg.
+
+  gen, disc = model.apply(model.init(jax.random.key(0), *args), *args)
+  assert gen.shape == (2, 3, 101) and gen.dtype == jnp.float32
+  assert disc.shape == (2, 16) and disc.dtype == jnp.float32
+
+
+def test_every_param_has_logical_axis_names():
+  model, args = _tiny_pretraining()
+  variables = jax.eval_shape(model.init, jax.random.key(0), *args)
+  boxed = jax.tree.leaves(variables["params"],
+                          is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert boxed and all(isinstance(x, nn.LogicallyPartitioned) for x in boxed)
+  assert all(len(x.names) == x.value.ndim for x in boxed)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  config = load_config("tiny")
+  config.model.vocab_size = 101
+  config.model.dtype = "bfloat16"
+  model = model_lib.pretraining_model(config)
+  ids = jnp.ones((2, 16), jnp.int32)
+  pos = jnp.zeros((2, 3), jnp.int32)
+  variables = model.init(jax.random.key(0), ids, ids, ids, pos)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
+  gen, disc = model.apply(variables, ids, ids, ids, pos)
+  assert gen.dtype == disc.dtype == jnp.float32
+
+
+def test_untied_generator_embeddings_and_mlm_only():
+  config = load_config("tiny")
+  config.model.vocab_size = 101
+  config.generator.untied_generator_embeddings = True
+  model = model_lib.pretraining_model(config)
+  ids = jnp.ones((2, 16), jnp.int32)
+  pos = jnp.zeros((2, 3), jnp.int32)
+  params = model.init(jax.random.key(0), ids, ids, ids, pos)["params"]
+  assert params["generator_embeddings"]["word_embeddings"][
+      "embedding"].value.shape == (101, 32)  # Generator width: 0.5 * 64.
+  config.generator.untied_generator_embeddings = False
+  config.objective.electra_objective = False
+  params = model_lib.pretraining_model(config).init(
+      jax.random.key(0), ids, ids, ids, pos)["params"]
+  assert set(params) == {"embeddings", "generator"}
+
+
+def test_padding_does_not_change_unpadded_outputs():
+  config = load_config("tiny")
+  config.model.vocab_size = 101
+  cfg = model_lib.discriminator_config(config)
+  module = model_lib.ElectraDiscriminator(cfg)
+  ids = jax.random.randint(jax.random.key(1), (1, 10), 1, 101)
+  params = module.init(jax.random.key(0), ids)["params"]
+  short = module.apply({"params": params}, ids[:, :6])
+  padded = jnp.where(jnp.arange(10) < 6, ids, 0)
+  mask = (jnp.arange(10) < 6)[None].astype(jnp.int32)
+  long = module.apply({"params": params}, padded, mask)
+  np.testing.assert_allclose(short, long[:, :6], atol=1e-5)
+
+
+def test_dropout_is_active_only_when_not_deterministic():
+  config = load_config("tiny")
+  config.model.vocab_size = 101
+  module = model_lib.ElectraDiscriminator(
+      model_lib.discriminator_config(config))
+  ids = jax.random.randint(jax.random.key(1), (2, 10), 1, 101)
+  params = module.init(jax.random.key(0), ids)["params"]
+  a = module.apply({"params": params}, ids)
+  b = module.apply({"params": params}, ids)
+  c = module.apply({"params": params}, ids, deterministic=False,
+                   rngs={"dropout": jax.random.key(2)})
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+
+
+def test_sequence_longer_than_positions_is_a_clear_error():
+  config = load_config("tiny")
+  config.model.vocab_size = 101
+  module = model_lib.ElectraDiscriminator(
+      model_lib.discriminator_config(config))
+  with pytest.raises(ValueError, match="max_position_embeddings"):
+    module.init(jax.random.key(0), jnp.zeros((1, 129), jnp.int32))
