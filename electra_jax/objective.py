@@ -1,0 +1,411 @@
+"""ELECTRA pretraining objective: masking, fake-token sampling, losses, metrics.
+
+Follows google-research/electra (`run_pretraining.py` and
+`pretrain/pretrain_helpers.py`) with one deliberate change: the positions to
+predict are sampled without replacement (Gumbel-top-k), so every real
+prediction slot points at a distinct token.
+
+Everything here is pure `jnp` with explicit PRNG keys and static shapes, so it
+runs inside a jitted train step. `max_predictions`, `mask_prob` and
+`special_ids` are Python values and must be bound before jitting (e.g. with
+`functools.partial`).
+
+Metrics are dicts of name -> (sum, count) float32 scalars. Adding two such
+dicts (`merge_metrics`) and dividing at the end (`reduce_metrics`) gives the
+right average across steps and hosts.
+"""
+
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy.typing as npt
+
+Metrics = dict[str, tuple[jax.Array, jax.Array]]
+
+# Large enough that `exp` of it is exactly 0 in float32, small enough that
+# adding Gumbel noise to it stays finite.
+_NEG_INF = -1e9
+
+
+class MaskedInputs(NamedTuple):
+  """The masked batch and what the generator must predict.
+
+  Attributes:
+    input_ids: [batch, length] int32, the ids after masking.
+    positions: [batch, max_predictions] int32, distinct positions per row.
+      Padded slots also hold distinct positions; use `weights` to tell.
+    targets: [batch, max_predictions] int32, the original ids at `positions`.
+    weights: [batch, max_predictions] float32, 1.0 for a real prediction and
+      0.0 for a padded slot.
+  """
+
+  input_ids: jax.Array
+  positions: jax.Array
+  targets: jax.Array
+  weights: jax.Array
+
+
+def max_predictions_per_seq(mask_prob: float, max_seq_length: int) -> int:
+  """The static number of prediction slots, as in the original config."""
+  return int((mask_prob + 0.005) * max_seq_length)
+
+
+def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
+  """Gathers per-row positions from a sequence.
+
+  Args:
+    x: [batch, length] or [batch, length, dim].
+    positions: [batch, num_positions] int, indices into `length`.
+
+  Returns:
+    [batch, num_positions] or [batch, num_positions, dim].
+  """
+  if x.ndim == 3:
+    positions = positions[:, :, None]  # [batch, num_positions, 1]
+  return jnp.take_along_axis(x, positions, axis=1)
+
+
+def _scatter_where(
+    x: jax.Array, positions: jax.Array, values: jax.Array, keep: jax.Array
+) -> jax.Array:
+  """Writes `values` into `x` at `positions` where `keep`; drops the rest.
+
+  Dropped slots are pointed out of range and discarded by `mode="drop"`, so a
+  padded slot can never touch another token. The kept positions must be
+  distinct within a row.
+
+  Args:
+    x: [batch, length].
+    positions: [batch, num_positions] int.
+    values: [batch, num_positions] or a scalar.
+    keep: [batch, num_positions] bool.
+
+  Returns:
+    [batch, length], `x` with the kept values written in.
+  """
+  batch, length = x.shape
+  rows = jnp.arange(batch)[:, None]  # [batch, 1]
+  cols = jnp.where(keep, positions, length)  # [batch, num_positions]
+  return x.at[rows, cols].set(values, mode="drop")
+
+
+def _num_to_predict(
+    input_mask: jax.Array, mask_prob: float, max_predictions: int
+) -> jax.Array:
+  """max(1, min(N, round(num_tokens * mask_prob))) per row, as the original.
+
+  `jnp.round` rounds half to even, like `tf.round`.
+  """
+  num_tokens = jnp.sum(input_mask, axis=-1, dtype=jnp.float32)  # [batch]
+  k = jnp.round(num_tokens * mask_prob).astype(jnp.int32)
+  return jnp.maximum(1, jnp.minimum(max_predictions, k))  # [batch]
+
+
+def mask_tokens(
+    rng: jax.Array,
+    input_ids: jax.Array,
+    input_mask: jax.Array,
+    *,
+    mask_prob: float,
+    max_predictions: int,
+    mask_id: int,
+    special_ids: Sequence[int],
+    mask_token_prob: float = 0.85,
+) -> MaskedInputs:
+  """Chooses positions to predict and replaces most of them with [MASK].
+
+  Candidates are non-padding tokens whose id is not in `special_ids`. Each
+  row gets `max(1, min(N, round(num_tokens * mask_prob)))` real slots, where
+  `num_tokens` counts every non-padding token (specials too), or fewer if it
+  has fewer candidates. Of the real slots, each independently becomes
+  `mask_id` with probability `mask_token_prob` and otherwise keeps its id;
+  there are no random replacement tokens.
+
+  Args:
+    rng: PRNG key.
+    input_ids: [batch, length] int.
+    input_mask: [batch, length], nonzero for real (non-padding) tokens.
+    mask_prob: fraction of tokens to predict.
+    max_predictions: N, the static number of slots; at most `length`.
+    mask_id: the [MASK] id.
+    special_ids: ids never chosen, e.g. (cls_id, sep_id, mask_id).
+    mask_token_prob: probability a chosen token is replaced by [MASK].
+
+  Returns:
+    `MaskedInputs` with `max_predictions` slots per row.
+  """
+  batch, length = input_ids.shape
+  if max_predictions > length:
+    raise ValueError(f"max_predictions={max_predictions} > length={length}")
+  input_ids = input_ids.astype(jnp.int32)
+  position_rng, mask_rng = jax.random.split(rng)
+
+  candidate = input_mask.astype(bool)  # [batch, length]
+  for special_id in special_ids:
+    candidate &= input_ids != special_id
+
+  # Gumbel-top-k over log(candidate): a uniformly random ordering of the
+  # candidates, all ahead of the non-candidates, without replacement.
+  gumbel = jax.random.gumbel(position_rng, (batch, length), jnp.float32)
+  scores = jnp.where(candidate, gumbel, _NEG_INF)  # [batch, length]
+  _, positions = jax.lax.top_k(scores, max_predictions)  # [batch, N]
+  positions = positions.astype(jnp.int32)
+
+  k = _num_to_predict(input_mask, mask_prob, max_predictions)  # [batch]
+  slot = jnp.arange(max_predictions)[None, :]  # [1, N]
+  real = (slot < k[:, None]) & gather_positions(candidate, positions)
+
+  use_mask = real & (
+      jax.random.uniform(mask_rng, real.shape) < mask_token_prob
+  )  # [batch, N]
+  masked_ids = _scatter_where(input_ids, positions, mask_id, use_mask)
+  return MaskedInputs(
+      input_ids=masked_ids,
+      positions=positions,
+      targets=gather_positions(input_ids, positions),
+      weights=real.astype(jnp.float32),
+  )
+
+
+def sample_fake_tokens(
+    rng: jax.Array,
+    logits: jax.Array,
+    temperature: float | jax.Array,
+    *,
+    disallow: Optional[jax.Array] = None,
+) -> jax.Array:
+  """Samples one token per slot from softmax(logits / temperature).
+
+  Gumbel-max in float32 (bfloat16 logits are upcast first, so the sample is
+  the same as from their float32 values). No gradient flows through.
+
+  Args:
+    rng: PRNG key.
+    logits: [batch, num_positions, vocab], any float dtype.
+    temperature: sampling temperature, > 0.
+    disallow: optional [batch, num_positions] int ids that must not be
+      sampled (`disallow_correct`: the original tokens).
+
+  Returns:
+    [batch, num_positions] int32 sampled ids.
+  """
+  logits = logits.astype(jnp.float32) / temperature  # [batch, N, vocab]
+  if disallow is not None:
+    logits -= 1000.0 * jax.nn.one_hot(disallow, logits.shape[-1])
+  u = jax.random.uniform(rng, logits.shape, jnp.float32)  # in [0, 1)
+  gumbel = -jnp.log(-jnp.log(u + 1e-9) + 1e-9)
+  sampled = jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
+  return jax.lax.stop_gradient(sampled)
+
+
+def replace_tokens(
+    input_ids: jax.Array,
+    positions: jax.Array,
+    sampled: jax.Array,
+    weights: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+  """Puts the generator's samples into the sequence for the discriminator.
+
+  Args:
+    input_ids: [batch, length] int, the original (unmasked) ids.
+    positions: [batch, num_positions] int; the real ones distinct per row.
+    sampled: [batch, num_positions] int sampled ids.
+    weights: [batch, num_positions], > 0 for real slots. Padded slots
+      change nothing.
+
+  Returns:
+    fake_ids: [batch, length] int32, the originals with samples written in.
+    labels: [batch, length] int32, 1 where the token now differs from the
+      original (a sample equal to the original is 0).
+  """
+  input_ids = input_ids.astype(jnp.int32)
+  fake_ids = _scatter_where(
+      input_ids, positions, sampled.astype(jnp.int32), weights > 0
+  )
+  labels = (fake_ids != input_ids).astype(jnp.int32)  # [batch, length]
+  return fake_ids, labels
+
+
+def _weighted_sum(x: jax.Array, w: jax.Array) -> jax.Array:
+  return jnp.sum(x.astype(jnp.float32) * w)
+
+
+def mlm_loss_and_metrics(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    sampled: Optional[jax.Array] = None,
+) -> tuple[jax.Array, Metrics]:
+  """The generator's masked-LM loss: weighted mean cross entropy.
+
+  Args:
+    logits: [batch, num_positions, vocab], any float dtype.
+    targets: [batch, num_positions] int original ids.
+    weights: [batch, num_positions], 0 for padded slots.
+    sampled: optional [batch, num_positions] sampled ids, for
+      `sampled_masked_lm_accuracy`.
+
+  Returns:
+    The scalar float32 loss and metrics `masked_lm_loss`,
+    `masked_lm_accuracy` (and `sampled_masked_lm_accuracy`).
+  """
+  weights = weights.astype(jnp.float32)  # [batch, N]
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  total_weight = jnp.sum(weights)
+  loss_sum = _weighted_sum(nll, weights)
+  loss = loss_sum / (total_weight + 1e-6)
+
+  predictions = jnp.argmax(log_probs, axis=-1)  # [batch, N]
+  metrics = {
+      "masked_lm_loss": (loss_sum, total_weight),
+      "masked_lm_accuracy": (
+          _weighted_sum(predictions == targets, weights),
+          total_weight,
+      ),
+  }
+  if sampled is not None:
+    metrics["sampled_masked_lm_accuracy"] = (
+        _weighted_sum(sampled == targets, weights),
+        total_weight,
+    )
+  return loss, metrics
+
+
+def disc_loss_and_metrics(
+    logits: jax.Array, labels: jax.Array, input_mask: jax.Array
+) -> tuple[jax.Array, Metrics]:
+  """The discriminator's replaced-token-detection loss over real tokens.
+
+  Args:
+    logits: [batch, length], any float dtype; > 0 predicts "replaced".
+    labels: [batch, length] int, 1 for replaced tokens.
+    input_mask: [batch, length], 0 for padding.
+
+  Returns:
+    The scalar float32 loss and metrics `disc_loss`, `disc_accuracy`,
+    `disc_precision` and `disc_recall`.
+  """
+  logits = logits.astype(jnp.float32)  # [batch, length]
+  labels = labels.astype(jnp.float32)
+  weights = input_mask.astype(jnp.float32)
+  # Sigmoid cross entropy, stable for large |logits|.
+  losses = jax.nn.softplus(logits) - labels * logits  # [batch, length]
+  total_weight = jnp.sum(weights)
+  loss_sum = _weighted_sum(losses, weights)
+  loss = loss_sum / (total_weight + 1e-6)
+
+  preds = (logits > 0).astype(jnp.float32)  # As the original: 0 -> not.
+  true_positives = _weighted_sum(preds * labels, weights)
+  metrics = {
+      "disc_loss": (loss_sum, total_weight),
+      "disc_accuracy": (_weighted_sum(preds == labels, weights), total_weight),
+      "disc_precision": (true_positives, _weighted_sum(preds, weights)),
+      "disc_recall": (true_positives, _weighted_sum(labels, weights)),
+  }
+  return loss, metrics
+
+
+def electra_loss(
+    mlm_loss: jax.Array,
+    disc_loss: Optional[jax.Array],
+    *,
+    gen_weight: float,
+    disc_weight: float,
+) -> jax.Array:
+  """Returns `gen_weight * mlm + disc_weight * disc` (MLM only if no disc)."""
+  loss = gen_weight * mlm_loss
+  if disc_loss is not None:
+    loss += disc_weight * disc_loss
+  return loss
+
+
+def combine(
+    mlm: tuple[jax.Array, Metrics],
+    disc: Optional[tuple[jax.Array, Metrics]],
+    *,
+    gen_weight: float,
+    disc_weight: float,
+) -> tuple[jax.Array, Metrics]:
+  """Weights the two losses and merges their metrics, adding `loss`.
+
+  Args:
+    mlm: `(loss, metrics)` from `mlm_loss_and_metrics`.
+    disc: `(loss, metrics)` from `disc_loss_and_metrics`, or None for the
+      MLM-only baseline.
+    gen_weight: weight of the generator's MLM loss.
+    disc_weight: weight of the discriminator's loss.
+
+  Returns:
+    The total scalar loss and all metrics; `loss` is (total, 1.0), so its
+    average over steps is the mean per-step loss.
+  """
+  mlm_loss, metrics = mlm
+  disc_loss = None
+  if disc is not None:
+    disc_loss, disc_metrics = disc
+    metrics = {**metrics, **disc_metrics}
+  total = electra_loss(
+      mlm_loss, disc_loss, gen_weight=gen_weight, disc_weight=disc_weight
+  )
+  metrics = {**metrics, "loss": (total, jnp.ones((), jnp.float32))}
+  return total, metrics
+
+
+def merge_metrics(a: Metrics, b: Metrics) -> Metrics:
+  """Adds two metric dicts with the same names, sums and counts alike."""
+  return jax.tree.map(jnp.add, a, b)
+
+
+def reduce_metrics(metrics: Metrics) -> dict[str, float]:
+  """Divides each sum by its count on the host.
+
+  A count of 0 gives 0.0, as `tf.metrics.precision` does when nothing is
+  predicted positive.
+
+  Args:
+    metrics: name -> (sum, count).
+
+  Returns:
+    name -> float average.
+  """
+  metrics = jax.device_get(metrics)
+  out = {}
+  for name, (total, count) in metrics.items():
+    count = float(count)
+    out[name] = float(total) / count if count else 0.0
+  return out
+
+
+def disc_auc(
+    probs: npt.ArrayLike, labels: npt.ArrayLike, weights: npt.ArrayLike
+) -> float:
+  """Exact ROC AUC on the host; tied scores count one half.
+
+  Equals the probability that a random positive outranks a random negative,
+  each drawn with probability proportional to its weight (with 0/1 weights:
+  the rank-based AUC over tokens with weight 1).
+
+  Args:
+    probs: [...] scores, e.g. sigmoid of the discriminator logits.
+    labels: [...] 0/1 labels, same shape.
+    weights: [...] non-negative weights, e.g. the input mask.
+
+  Returns:
+    The AUC, or nan when there are no positives or no negatives.
+  """
+  probs = np.asarray(probs, np.float64).ravel()
+  labels = np.asarray(labels).ravel() > 0
+  weights = np.asarray(weights, np.float64).ravel()
+  # Group equal scores; sum the positive and negative weight of each group.
+  unique, group = np.unique(probs, return_inverse=True)  # Sorted ascending.
+  pos = np.bincount(group, weights * labels, minlength=len(unique))
+  neg = np.bincount(group, weights * ~labels, minlength=len(unique))
+  total_pos, total_neg = pos.sum(), neg.sum()
+  if total_pos <= 0 or total_neg <= 0:
+    return float("nan")
+  neg_below = np.cumsum(neg) - neg  # Negative weight strictly below a group.
+  wins = np.sum(pos * (neg_below + 0.5 * neg))
+  return float(wins / (total_pos * total_neg))
