@@ -61,6 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
   inp.cls_id = 101  # [CLS]; overwritten from the tokenizer at start.
   inp.sep_id = 102  # [SEP]; overwritten from the tokenizer at start.
   inp.mask_id = 103  # [MASK]; overwritten from the tokenizer at start.
+  inp.default_vocab_size = 8000  # Sentencepiece pieces of the default corpus.
+  inp.default_corpus_bytes = 4_000_000  # Text gathered for the default corpus.
+  inp.default_data_cache = ""  # Its cache; empty: ~/.cache/electra_jax.
 
   # Optimizer (optimizer.py); the reference defaults.
   config.optimizer = opt = ml_collections.ConfigDict()

@@ -1,0 +1,425 @@
+"""Pretraining input: preprocessed ArrayRecord shards to per-process batches.
+
+The shards written by `electra_jax.preprocess` are read by index with
+ArrayRecord's reader (one sorted read per file and batch, the same reader
+grain's `ArrayRecordDataSource` wraps, without its per-call thread pool), so
+the position in the data is one integer:
+
+  data_dir = input_pipeline.prepare_data(config, workdir)
+  metadata = input_pipeline.load_metadata(data_dir)
+  it = input_pipeline.make_train_iterator(
+      data_dir, batch_size=128, seed=0, process_index=jax.process_index(),
+      process_count=jax.process_count(), max_seq_length=128)
+  batch = next(it)        # {"input_ids", "input_mask", "segment_ids"}
+  state = it.get_state()  # {"batch_index": 1, ...}: save with checkpoints
+
+Training order: the examples form an endless stream, epoch after epoch, each
+epoch a fresh permutation of all examples (grain's `index_shuffle`, seeded
+from `(seed, epoch)`). Global batch `k` is stream positions `[k * B, (k + 1)
+* B)`, and process `i` of `n` takes the `i`-th of its `n` equal slices. So
+the processes' examples are disjoint, together they are exactly the global
+batch, whatever `n` is, and the state (`batch_index`) is the same on every
+process and survives a change of process count. A background thread
+prepares the next batches; the state always names the next batch the caller
+receives, never one the thread is working on.
+
+Eval batches are the eval split in file order, padded with empty rows
+(`input_mask` 0) once it runs out, identical on every call.
+"""
+
+from collections.abc import Iterator
+import json
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+from absl import logging
+from etils import epath
+from array_record.python import array_record_module
+from grain.experimental import index_shuffle
+import ml_collections
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+_REQUIRED_KEYS = ("vocab_size", "pad_id", "unk_id", "cls_id", "sep_id",
+                  "mask_id", "max_seq_length", "num_train_examples",
+                  "num_eval_examples", "tokenizer", "tokenizer_sha256")
+
+
+def load_metadata(data_dir: str) -> dict[str, Any]:
+  """Reads `metadata.json`, which marks a complete preprocessed dataset."""
+  path = epath.Path(data_dir) / "metadata.json"
+  if not path.exists():
+    raise ValueError(
+        f"{data_dir} has no metadata.json: it is not a preprocessed dataset, "
+        "or preprocessing did not finish. Run (or re-run, to resume) `python "
+        "-m electra_jax.preprocess --output_dir=...` to complete it.")
+  metadata = json.loads(path.read_text())
+  missing = [k for k in _REQUIRED_KEYS if k not in metadata]
+  if missing:
+    raise ValueError(f"{path} lacks {missing}; re-run preprocessing.")
+  return metadata
+
+
+def check_config(config: ml_collections.ConfigDict,
+                 metadata: dict[str, Any]) -> None:
+  """Raises if the model or input config does not fit the data."""
+  if config.model.vocab_size != metadata["vocab_size"]:
+    raise ValueError(
+        f"config.model.vocab_size={config.model.vocab_size} but the data's "
+        f"tokenizer ({metadata['tokenizer']}) has {metadata['vocab_size']} "
+        f"ids; pass --config.model.vocab_size={metadata['vocab_size']}.")
+  if config.input.max_seq_length != metadata["max_seq_length"]:
+    raise ValueError(
+        f"config.input.max_seq_length={config.input.max_seq_length} but the "
+        f"data was packed to {metadata['max_seq_length']} tokens; pass "
+        f"--config.input.max_seq_length={metadata['max_seq_length']} or "
+        "preprocess again with --max_seq_length.")
+
+
+def apply_metadata(config: ml_collections.ConfigDict,
+                   metadata: dict[str, Any]) -> None:
+  """Copies the tokenizer's special ids into `config.input` (in place)."""
+  for key in ("pad_id", "cls_id", "sep_id", "mask_id"):
+    config.input[key] = int(metadata[key])
+
+
+def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Returns the directory of preprocessed data to train on.
+
+  `config.input.data_dir` if set (it must be complete). Otherwise the
+  built-in default corpus (see `default_corpus`), built once under
+  `config.input.default_data_cache` (empty: `$XDG_CACHE_HOME/electra_jax`,
+  else `~/.cache/electra_jax`) and reused by every later run.
+
+  Args:
+    config: the run config.
+    workdir: the run's directory (unused: the default data is shared by
+      runs, so that a new workdir does not rebuild it).
+  """
+  del workdir
+  if config.input.data_dir:
+    load_metadata(config.input.data_dir)  # Validates it.
+    return config.input.data_dir
+  from electra_jax import default_corpus  # pylint: disable=g-import-not-at-top
+  cache = config.input.default_data_cache or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+      "electra_jax")
+  start = time.time()
+  data_dir = default_corpus.build_default_dataset(
+      cache, max_seq_length=config.input.max_seq_length,
+      vocab_size=config.input.default_vocab_size,
+      max_bytes=config.input.default_corpus_bytes, seed=0)
+  logging.info("Default corpus data: %s (%.1f s).", data_dir,
+               time.time() - start)
+  return data_dir
+
+
+class ExampleSource:
+  """Random access to one split, decoded into fixed-length arrays."""
+
+  def __init__(self, data_dir: str, split: str, max_seq_length: int):
+    metadata = load_metadata(data_dir)
+    if max_seq_length != metadata["max_seq_length"]:
+      raise ValueError(
+          f"max_seq_length={max_seq_length} but {data_dir} was packed to "
+          f"{metadata['max_seq_length']}; use that, or preprocess again.")
+    files = metadata[f"{split}_files"]
+    self._paths = [str(epath.Path(data_dir) / f["path"]) for f in files]
+    self._offsets = np.cumsum([0] + [f["num_examples"] for f in files])
+    self._readers = [None] * len(files)  # Opened on first use.
+    self._length = int(self._offsets[-1])
+    expected = metadata[f"num_{split}_examples"]
+    if self._length != expected:
+      raise ValueError(f"{data_dir}: the {split} files hold {self._length} "
+                       f"examples, metadata.json says {expected}.")
+    self._dtype = np.dtype(metadata["record_dtype"])
+    self._max_len, self._pad_id = max_seq_length, metadata["pad_id"]
+
+  def _reader(self, k: int) -> array_record_module.ArrayRecordReader:
+    if self._readers[k] is None:
+      # No read-ahead: every read is a random access.
+      reader = array_record_module.ArrayRecordReader(
+          self._paths[k], "readahead_buffer_size:0")
+      expected = self._offsets[k + 1] - self._offsets[k]
+      if reader.num_records() != expected:
+        raise ValueError(f"{self._paths[k]} holds {reader.num_records()} "
+                         f"records, metadata.json says {expected}.")
+      self._readers[k] = reader
+    return self._readers[k]
+
+  def read(self, keys: np.ndarray) -> list[bytes]:
+    """The records at global indices `keys` (one sorted read per file)."""
+    files = np.searchsorted(self._offsets, keys, side="right") - 1
+    records = [b""] * len(keys)
+    for k in np.unique(files):
+      rows = np.flatnonzero(files == k)
+      rows = rows[np.argsort(keys[rows], kind="stable")]
+      positions = (keys[rows] - self._offsets[k]).tolist()
+      for row, record in zip(rows, self._reader(k).read(positions)):
+        records[row] = record
+    return records
+
+  def __len__(self) -> int:
+    return self._length
+
+  def batch(self, indices: np.ndarray) -> Batch:
+    """Examples at `indices` (-1: an empty row), each [len(indices), L]."""
+    rows = np.flatnonzero(indices >= 0)
+    records = self.read(indices[rows]) if len(rows) else []
+    # All records in one buffer: record r is [n_a, ids...] (preprocess).
+    sizes = np.fromiter((len(r) for r in records), np.int64, len(records))
+    sizes //= self._dtype.itemsize
+    flat = np.frombuffer(b"".join(records), self._dtype).astype(np.int32)
+    starts = np.cumsum(sizes) - sizes
+    n_a, lengths = flat[starts], sizes - 1
+    ids = np.delete(flat, starts)
+    row_of = np.repeat(np.arange(len(records)), lengths)
+    col = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths,
+                                          lengths)
+    shape = (len(indices), self._max_len)
+    input_ids = np.full(shape, self._pad_id, np.int32)
+    input_ids[rows[row_of], col] = ids
+    positions = np.arange(self._max_len)
+    input_mask = np.zeros(shape, np.int32)
+    segment_ids = np.zeros(shape, np.int32)
+    input_mask[rows] = positions < lengths[:, None]
+    segment_ids[rows] = ((positions >= n_a[:, None]) &
+                         (positions < lengths[:, None]))
+    return {"input_ids": input_ids, "input_mask": input_mask,
+            "segment_ids": segment_ids}
+
+
+def _local_slice(batch_size: int, process_index: int,
+                 process_count: int) -> tuple[int, int]:
+  """[start, stop) of this process's rows in each global batch."""
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"Bad process_index={process_index} of "
+                     f"process_count={process_count}.")
+  if batch_size < 1 or batch_size % process_count:
+    raise ValueError(
+        f"The global batch size ({batch_size}) must be a positive multiple "
+        f"of the number of processes ({process_count}); change "
+        "--config.input.batch_size.")
+  per_process = batch_size // process_count
+  return process_index * per_process, (process_index + 1) * per_process
+
+
+class TrainIterator:
+  """Endless, reshuffled-per-epoch, per-process training batches.
+
+  See the module docstring for the order. `get_state()`/`set_state()` save
+  and restore the position exactly; batches are prepared `prefetch` ahead by
+  a daemon thread.
+  """
+
+  def __init__(self, source: ExampleSource, *, batch_size: int, seed: int,
+               process_index: int, process_count: int, prefetch: int = 2):
+    if not len(source):
+      raise ValueError("The train split is empty.")
+    if len(source) >= 2**32:
+      raise ValueError("At most 2**32 training examples are supported.")
+    self._lo, self._hi = _local_slice(batch_size, process_index,
+                                      process_count)
+    self._source, self._batch_size, self._seed = source, batch_size, seed
+    self._prefetch = max(1, prefetch)
+    self._next_batch = 0  # The batch the next __next__ returns.
+    self._thread, self._stop, self._queue = None, None, None
+    self._epoch_seeds = {}
+
+  def _epoch_seed(self, epoch: int) -> int:
+    if epoch not in self._epoch_seeds:
+      if len(self._epoch_seeds) > 4:
+        self._epoch_seeds.clear()
+      sequence = np.random.SeedSequence([self._seed % 2**63, epoch])
+      self._epoch_seeds[epoch] = int(sequence.generate_state(1)[0])
+    return self._epoch_seeds[epoch]
+
+  def indices(self, batch_index: int) -> np.ndarray:
+    """Example indices of this process's rows of global batch `batch_index`."""
+    num = len(self._source)
+    first = batch_index * self._batch_size
+    positions = range(first + self._lo, first + self._hi)
+    return np.array([
+        index_shuffle(p % num, max_index=num - 1,
+                      seed=self._epoch_seed(p // num), rounds=4)
+        for p in positions], np.int64)
+
+  def _produce(self, batch_index: int, stop: threading.Event,
+               out: queue.Queue) -> None:
+    while not stop.is_set():
+      try:
+        item = self._source.batch(self.indices(batch_index))
+      except Exception as e:  # pylint: disable=broad-except
+        item = e  # Raised in the consumer, at the batch that failed.
+      while not stop.is_set():
+        try:
+          out.put((batch_index, item), timeout=0.1)
+          break
+        except queue.Full:
+          continue
+      if isinstance(item, Exception):
+        return
+      batch_index += 1
+
+  def __iter__(self) -> "TrainIterator":
+    return self
+
+  def __next__(self) -> Batch:
+    if self._thread is None:
+      self._stop, self._queue = threading.Event(), queue.Queue(self._prefetch)
+      self._thread = threading.Thread(
+          target=self._produce, daemon=True, name="train_input",
+          args=(self._next_batch, self._stop, self._queue))
+      self._thread.start()
+    batch_index, item = self._queue.get()
+    assert batch_index == self._next_batch, (batch_index, self._next_batch)
+    if isinstance(item, Exception):
+      self._shutdown()
+      raise item
+    self._next_batch += 1
+    return item
+
+  def get_state(self) -> dict[str, int]:
+    """The position of the next batch (the same on every process)."""
+    return {"batch_index": self._next_batch, "batch_size": self._batch_size,
+            "seed": self._seed, "num_examples": len(self._source)}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    """Continues from a `get_state()` result."""
+    for key in ("batch_size", "seed", "num_examples"):
+      if key in state and int(state[key]) != self.get_state()[key]:
+        raise ValueError(
+            f"Input state has {key}={state[key]}, this iterator "
+            f"{self.get_state()[key]}: resuming needs the same data, batch "
+            "size and seed.")
+    self._shutdown()
+    self._next_batch = int(state["batch_index"])
+
+  def _shutdown(self) -> None:
+    if self._thread is not None:
+      self._stop.set()
+      self._thread.join()
+      self._thread = None
+
+  def close(self) -> None:
+    """Stops the prefetch thread."""
+    self._shutdown()
+
+
+def make_train_iterator(data_dir: str, *, batch_size: int, seed: int,
+                        process_index: int, process_count: int,
+                        max_seq_length: int, prefetch: int = 2
+                        ) -> TrainIterator:
+  """Returns this process's training batches.
+
+  Args:
+    data_dir: preprocessed data (see `prepare_data`).
+    batch_size: the GLOBAL batch size; each process gets
+      `batch_size // process_count` rows.
+    seed: shuffling seed.
+    process_index: this process (`jax.process_index()`).
+    process_count: all processes (`jax.process_count()`).
+    max_seq_length: must equal the data's.
+    prefetch: batches prepared ahead by a background thread.
+
+  Returns:
+    A `TrainIterator` of dicts of int32 arrays `input_ids`, `input_mask`,
+    `segment_ids`, each [batch_size // process_count, max_seq_length].
+  """
+  _local_slice(batch_size, process_index, process_count)
+  source = ExampleSource(data_dir, "train", max_seq_length)
+  return TrainIterator(source, batch_size=batch_size, seed=seed,
+                       process_index=process_index,
+                       process_count=process_count, prefetch=prefetch)
+
+
+class EvalBatches:
+  """The held-out split in a fixed order; re-iterable, same every time."""
+
+  def __init__(self, source: ExampleSource, batch_size: int,
+               local_slice: tuple[int, int], num_batches: int):
+    self._source, self._batch_size = source, batch_size
+    self._lo, self._hi = local_slice
+    self._num_batches = num_batches
+
+  def __len__(self) -> int:
+    return self._num_batches
+
+  def __iter__(self) -> Iterator[Batch]:
+    num = len(self._source)
+    for k in range(self._num_batches):
+      first = k * self._batch_size
+      positions = np.arange(first + self._lo, first + self._hi)
+      yield self._source.batch(np.where(positions < num, positions, -1))
+
+
+def make_eval_iterator(data_dir: str, *, batch_size: int, process_index: int,
+                       process_count: int, max_seq_length: int,
+                       num_batches: int | None = None) -> EvalBatches:
+  """Returns the eval batches (padded with empty rows past the split's end).
+
+  Args:
+    data_dir: preprocessed data.
+    batch_size: the GLOBAL batch size.
+    process_index: this process.
+    process_count: all processes.
+    max_seq_length: must equal the data's.
+    num_batches: batches per evaluation; None: enough to cover the split.
+  """
+  local_slice = _local_slice(batch_size, process_index, process_count)
+  source = ExampleSource(data_dir, "eval", max_seq_length)
+  if not len(source):
+    raise ValueError(
+        f"{data_dir} has no eval examples; preprocess with a larger "
+        "--eval_fraction (or more documents).")
+  if num_batches is None:
+    num_batches = -(-len(source) // batch_size)
+  return EvalBatches(source, batch_size, local_slice, num_batches)
+
+
+def benchmark(data_dir: str, batch_size: int = 128, seconds: float = 5.0,
+              seed: int = 0) -> float:
+  """Prints and returns training batches per second (one process)."""
+  max_seq_length = load_metadata(data_dir)["max_seq_length"]
+  it = make_train_iterator(data_dir, batch_size=batch_size, seed=seed,
+                           process_index=0, process_count=1,
+                           max_seq_length=max_seq_length)
+  next(it)  # Start-up (opening files, the thread) is not counted.
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    next(it)
+    count += 1
+  rate = count / (time.perf_counter() - start)
+  it.close()
+  print(f"{rate:.1f} batches/s of {batch_size} x {max_seq_length} "
+        f"({rate * batch_size * max_seq_length / 1e6:.2f}M tokens/s) "
+        f"from {data_dir}")
+  return rate
+
+
+def _main(argv: list[str]) -> None:
+  """`python -m electra_jax.input_pipeline --benchmark [--data_dir=...]`."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  del argv
+  flags_ = flags.FLAGS
+  if not flags_.benchmark:
+    raise app.UsageError("Only --benchmark is supported.")
+  data_dir = flags_.data_dir
+  if not data_dir:
+    from electra_jax import defaults  # pylint: disable=g-import-not-at-top
+    data_dir = prepare_data(defaults.get_config(), "")
+  benchmark(data_dir, flags_.batch_size, flags_.seconds)
+
+
+if __name__ == "__main__":
+  from absl import app as _app  # pylint: disable=g-import-not-at-top
+  from absl import flags as _flags  # pylint: disable=g-import-not-at-top
+  _flags.DEFINE_bool("benchmark", False, "Print batches/s and exit.")
+  _flags.DEFINE_string("data_dir", "", "Data; empty: the default corpus.")
+  _flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+  _flags.DEFINE_float("seconds", 10.0, "How long to measure.")
+  _app.run(_main)

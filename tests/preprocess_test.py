@@ -1,0 +1,305 @@
+"""Tests for preprocess.py: sentence splitting, packing, shards, bad input."""
+
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+
+from array_record.python import array_record_module
+import numpy as np
+import pytest
+
+from electra_jax import preprocess
+
+CLS, SEP = 2, 3
+_WORDS = ("the generator fills masked positions and the discriminator learns "
+          "which tokens were replaced while shards of packed examples are "
+          "read by index so that training resumes exactly").split()
+
+
+class _Scripted:
+  """A stand-in for random.Random returning scripted values."""
+
+  def __init__(self, values, randint=None):
+    self._values, self._randint = list(values), randint
+
+  def random(self):
+    return self._values.pop(0)
+
+  def randint(self, a, b):
+    assert (a, b) == (5, 16)
+    return self._randint
+
+
+def _builder(values, randint=None):
+  return preprocess.ExampleBuilder(16, CLS, SEP, _Scripted(values, randint))
+
+
+def test_split_sentences():
+  assert preprocess.split_sentences(
+      "It works. Does it? Yes! \"Quoted.\" Then e.g. This stays. Mr. Smith "
+      "too. A.  Two spaces.  ") == [
+          "It works.", "Does it?", "Yes!", "\"Quoted.\"",
+          "Then e.g. This stays.", "Mr. Smith too.", "A.  Two spaces."]
+  assert preprocess.split_sentences("no end 3.5 and v1.2 here") == [
+      "no end 3.5 and v1.2 here"]
+  assert preprocess.split_sentences("   ") == []
+
+
+def test_two_segments_and_truncation():
+  b = _builder([0.99, 0.99, 0.99])  # Two segments; B not moved; full target.
+  a, bb, c, d = [10, 11, 12], [20, 21, 22, 23], list(range(30, 36)), [40] * 4
+  assert b.add_sentence(a) is None  # 3 tokens.
+  assert b.add_sentence(bb) is None  # 7.
+  assert b.add_sentence(c) is None  # 13 < 16.
+  ids, n_a = b.add_sentence(d)  # 17 >= 16: an example.
+  # A holds sentence a (half target = 6); the rest goes to B, cut to
+  # 16 - 3 - 3 = 10 tokens.
+  assert ids == [CLS, 10, 11, 12, SEP, 20, 21, 22, 23, 30, 31, 32, 33, 34, 35,
+                 SEP]
+  assert n_a == 5 and len(ids) == 16
+  assert b.end_document() is None  # Nothing left over: the rest is dropped.
+
+
+def test_sentence_moves_to_first_segment_half_the_time():
+  b = _builder([0.5, 0.4, 0.99])  # 0.4 < 0.5: the 2nd sentence joins A.
+  b.add_sentence([10, 11, 12])
+  b.add_sentence([20, 21, 22, 23, 24])
+  ids, n_a = b.add_sentence([30] * 9)
+  assert ids[:n_a] == [CLS, 10, 11, 12, 20, 21, 22, 23, 24, SEP]
+  assert ids[n_a:] == [30] * 5 + [SEP]  # B cut to 16 - 8 - 3 = 5.
+
+
+def test_single_segment():
+  b = _builder([0.05, 0.99])  # < 0.1: only one segment.
+  b.add_sentence(list(range(10, 20)))
+  ids, n_a = b.add_sentence(list(range(20, 30)))
+  assert ids == [CLS] + list(range(10, 24)) + [SEP]  # A cut to 16 - 2.
+  assert n_a == 16
+
+
+def test_long_single_sentence_is_cut():
+  b = _builder([0.99, 0.99])
+  ids, n_a = b.add_sentence(list(range(100, 140)))
+  assert ids == [CLS] + list(range(100, 114)) + [SEP]
+  assert n_a == 16
+
+
+def test_document_end_and_random_target_length():
+  b = _builder([0.99, 0.01, 0.99, 0.99], randint=7)
+  b.add_sentence([10, 11])
+  b.add_sentence([12, 13, 14])
+  ids, n_a = b.end_document()  # 0.01 < 0.05: the next target is 7.
+  assert (ids, n_a) == ([CLS, 10, 11, 12, 13, 14, SEP], 7)  # 5 < 16 // 2.
+  assert b.end_document() is None
+  b.add_sentence([50, 51, 52])
+  ids, n_a = b.add_sentence([60, 61, 62, 63])  # 7 >= 7.
+  # Half of (7 - 3) is 2, so A gets one sentence, B the other.
+  assert (ids, n_a) == ([CLS, 50, 51, 52, SEP, 60, 61, 62, 63, SEP], 5)
+
+
+def test_record_encoding():
+  data = preprocess.encode_record([CLS, 7, SEP, 9, SEP], 3,
+                                  preprocess.record_dtype(30522))
+  assert np.frombuffer(data, "<u2").tolist() == [3, CLS, 7, SEP, 9, SEP]
+  assert preprocess.record_dtype(70000) == np.dtype("<i4")
+
+
+def test_plan_shards():
+  shards = preprocess.plan_shards([("a", 10), ("b", 10), ("c", 100)], 40)
+  assert [[(p.source, p.start, p.stop) for p in s] for s in shards] == [
+      [("a", 0, 10), ("b", 0, 10)], [("c", 0, 50)], [("c", 50, 100)]]
+  # Small corpora: one shard per file, up to four.
+  assert len(preprocess.plan_shards([(str(i), 5) for i in range(6)],
+                                    1 << 20)) == 4
+
+
+def test_file_pieces_read_every_line_once(tmp_path):
+  path = tmp_path / "t.txt"
+  lines = [f"line {i} " + "é" * (i % 7) for i in range(200)]
+  path.write_text("\n".join(lines) + "\n")
+  size = os.path.getsize(path)
+  stats, read = preprocess.Stats(), []
+  for k in range(7):  # Cuts fall inside lines and inside characters.
+    piece = preprocess.Piece(str(path), size * k // 7, size * (k + 1) // 7,
+                             size)
+    read += list(preprocess._file_lines(piece, stats, 1 << 20))
+  assert [line.rstrip("\n") for line in read] == lines
+  assert stats.invalid_utf8_lines == 0
+
+
+def _write_corpus(directory, num_files=3, docs_per_file=12, seed=0):
+  rng = random.Random(seed)
+  os.makedirs(directory, exist_ok=True)
+  for f in range(num_files):
+    with open(os.path.join(directory, f"doc{f}.txt"), "w") as out:
+      for _ in range(docs_per_file):
+        for _ in range(rng.randint(1, 4)):  # Paragraphs of sentences.
+          out.write(" ".join(
+              " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 9)))
+              .capitalize() + "." for _ in range(rng.randint(1, 4))) + "\n")
+        out.write("\n")
+  return os.path.join(directory, "*.txt")
+
+
+def _options(tmp_path, name="data", **kwargs):
+  if "inputs" not in kwargs:
+    kwargs["inputs"] = (_write_corpus(str(tmp_path / "corpus")),)
+  settings = dict(vocab_size=48, max_seq_length=24, eval_fraction=0.2,
+                  num_workers=1)
+  settings.update(kwargs)
+  return preprocess.Options(output_dir=str(tmp_path / name), **settings)
+
+
+def _read_split(data_dir, split):
+  with open(os.path.join(data_dir, "metadata.json")) as f:
+    metadata = json.load(f)
+  records = []
+  for entry in metadata[f"{split}_files"]:
+    reader = array_record_module.ArrayRecordReader(
+        os.path.join(data_dir, entry["path"]))
+    records += reader.read_all()
+  return metadata, records
+
+
+def test_preprocess_examples_are_well_formed(tmp_path):
+  metadata = preprocess.preprocess(_options(tmp_path))
+  data_dir = str(tmp_path / "data")
+  assert metadata["num_shards"] == 3
+  assert metadata["vocab_size"] == 48
+  assert (metadata["cls_id"], metadata["sep_id"]) == (CLS, SEP)
+  assert metadata["tokenizer"] == "tokenizer.model"
+  assert metadata["num_eval_examples"] > 0
+  for split in ("train", "eval"):
+    metadata, records = _read_split(data_dir, split)
+    assert len(records) == metadata[f"num_{split}_examples"]
+    for record in records:
+      n_a, *ids = np.frombuffer(record, metadata["record_dtype"]).tolist()
+      assert 3 <= len(ids) <= 24
+      assert ids[0] == CLS and ids[n_a - 1] == SEP and ids[-1] == SEP
+      assert ids.count(CLS) == 1 and ids.count(SEP) in (1, 2)
+      assert 0 not in ids  # No padding stored.
+  assert not any(name.endswith(".tmp") for name in os.listdir(data_dir))
+
+
+def test_same_seed_same_output(tmp_path):
+  inputs = (_write_corpus(str(tmp_path / "corpus")),)
+  a = preprocess.preprocess(_options(tmp_path, "a", inputs=inputs))
+  b = preprocess.preprocess(_options(tmp_path, "b", inputs=inputs,
+                                     num_workers=2))
+  c = preprocess.preprocess(_options(tmp_path, "c", inputs=inputs, seed=1))
+  assert a["tokenizer_sha256"] == b["tokenizer_sha256"]
+  assert _read_split(tmp_path / "a", "train")[1] == _read_split(
+      tmp_path / "b", "train")[1]
+  assert _read_split(tmp_path / "a", "train")[1] != _read_split(
+      tmp_path / "c", "train")[1]
+  assert c["num_train_examples"] > 0
+
+
+def test_wordpiece_vocab_is_copied_and_used(tmp_path):
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[unused0]", "[CLS]", "[SEP]",
+                              "[MASK]", ".", *sorted(set(_WORDS))]) + "\n")
+  metadata = preprocess.preprocess(_options(tmp_path, tokenizer=str(vocab)))
+  assert metadata["tokenizer"] == "vocab.txt"
+  assert metadata["tokenizer_type"] == "wordpiece"
+  assert (metadata["vocab_size"], metadata["cls_id"], metadata["sep_id"],
+          metadata["mask_id"]) == (7 + len(set(_WORDS)), 3, 4, 5)
+  _, records = _read_split(tmp_path / "data", "train")
+  first = np.frombuffer(records[0], metadata["record_dtype"]).tolist()
+  assert first[1] == 3 and 1 not in first  # [CLS] first; no [UNK].
+  assert (tmp_path / "data" / "vocab.txt").read_text() == vocab.read_text()
+
+
+def test_resume_redoes_only_unfinished_shards(tmp_path, caplog):
+  options = _options(tmp_path)
+  preprocess.preprocess(options)
+  data_dir = tmp_path / "data"
+  before = _read_split(data_dir, "train")[1]
+  os.remove(data_dir / "metadata.json")
+  os.remove(data_dir / "done" / "00001.json")
+  os.remove(data_dir / "train-00001-of-00003.array_record")
+  with caplog.at_level(logging.INFO):
+    preprocess.preprocess(options)
+  assert "Packing 1 of 3 shard(s)" in caplog.text
+  assert _read_split(data_dir, "train")[1] == before
+  with pytest.raises(ValueError, match="different settings "
+                     r"\(max_seq_length differ\)"):
+    preprocess.preprocess(_options(tmp_path, max_seq_length=32))
+
+
+def test_cli_end_to_end(tmp_path):
+  corpus = _write_corpus(str(tmp_path / "corpus"))
+  out = tmp_path / "cli"
+  result = subprocess.run(
+      [sys.executable, "-m", "electra_jax.preprocess", f"--input={corpus}",
+       f"--output_dir={out}", "--vocab_size=48", "--max_seq_length=24",
+       "--num_workers=2", "--eval_fraction=0.2", "--alsologtostderr"],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  assert "Shard 3/3 done" in result.stderr
+  metadata, records = _read_split(out, "train")
+  assert len(records) == metadata["num_train_examples"] > 0
+  assert sorted(os.listdir(out / "done")) == [
+      "00000.json", "00001.json", "00002.json"]
+
+
+def test_bad_inputs(tmp_path, caplog):
+  corpus = tmp_path / "corpus"
+  good = _write_corpus(str(corpus), num_files=1)
+  (corpus / "empty.txt").write_text("")
+  (corpus / "blank.txt").write_text("  \n\t\n \n")
+  (corpus / "bad.txt").write_bytes(b"Fine text here. Bad \xff\xfe bytes.\n")
+  (corpus / "long.txt").write_text(("word " * 300 + "\n") + "Short line.\n")
+  with caplog.at_level(logging.WARNING):
+    metadata = preprocess.preprocess(_options(
+        tmp_path, inputs=(good,), max_line_bytes=512))
+  stats = metadata["stats"]
+  assert (stats["files"], stats["empty_files"]) == (5, 1)
+  assert stats["whitespace_only_files"] == 1
+  assert stats["invalid_utf8_lines"] == 1
+  assert stats["long_lines"] == 1
+  assert "empty.txt: empty file; skipped." in caplog.text
+  assert "blank.txt: contains only whitespace; skipped." in caplog.text
+  assert "bad.txt: 1 line(s) with invalid UTF-8" in caplog.text
+  assert "long.txt: 1 line(s) longer than 512 bytes" in caplog.text
+
+
+def test_multibyte_character_at_a_line_cut(tmp_path):
+  path = tmp_path / "t.txt"
+  path.write_text("é" * 500 + "\n")  # Cuts every 63 bytes split an é.
+  stats = preprocess.Stats()
+  lines = list(preprocess._file_lines(
+      preprocess.Piece(str(path), 0, 1001, 1001), stats, 63))
+  assert "".join(lines) == "é" * 500 + "\n"
+  assert (stats.long_lines, stats.invalid_utf8_lines) == (1, 0)
+
+
+def test_input_errors(tmp_path):
+  with pytest.raises(ValueError, match=r"pattern '.*nothing\*' matched no"):
+    preprocess.preprocess(_options(tmp_path, inputs=(
+        str(tmp_path / "nothing*"),)))
+  (tmp_path / "e").mkdir()
+  (tmp_path / "e" / "a.txt").write_text("")
+  with pytest.raises(ValueError, match=r"All 1 input file\(s\) are empty"):
+    preprocess.preprocess(_options(tmp_path, inputs=(
+        str(tmp_path / "e" / "*.txt"),)))
+  (tmp_path / "w").mkdir()
+  (tmp_path / "w" / "a.txt").write_text(" \n\n\t\n")
+  with pytest.raises(ValueError, match="No text found in the input"):
+    preprocess.preprocess(_options(tmp_path, "w_out", inputs=(
+        str(tmp_path / "w" / "*.txt"),)))
+  assert not os.path.exists(tmp_path / "w_out" / "metadata.json")
+  with pytest.raises(ValueError, match="exactly one of --input or --tfds"):
+    preprocess.preprocess(preprocess.Options(output_dir=str(tmp_path)))
+  with pytest.raises(ValueError, match="max_seq_length must be in"):
+    preprocess.preprocess(_options(tmp_path, max_seq_length=4))
+
+
+def test_tfds_not_prepared(tmp_path):
+  with pytest.raises(ValueError, match="Prepare it first"):
+    preprocess.preprocess(preprocess.Options(
+        output_dir=str(tmp_path / "out"), tfds="no_such_dataset_xyz",
+        tfds_data_dir=str(tmp_path)))
