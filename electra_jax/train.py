@@ -1,0 +1,420 @@
+"""Train state, the sharded ELECTRA train/eval steps, and the training loop.
+
+Per step (all on device, inside one jitted function):
+  mask (objective.mask_tokens) -> generator logits at masked positions ->
+  Gumbel sample -> discriminator on the corrupted input -> weighted loss ->
+  grads (summed over micro-batches) -> optax update.
+
+`train_step` and `eval_step` are pure; `train_and_evaluate` wires them to
+the mesh, the input pipeline, logging and evaluation.
+"""
+
+import dataclasses
+import functools
+import time
+from typing import Any
+
+from absl import logging
+import flax.linen as nn
+from flax import struct
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+
+from electra_jax import flops as flops_lib
+from electra_jax import input_pipeline
+from electra_jax import model as model_lib
+from electra_jax import objective
+from electra_jax import optimizer
+from electra_jax import reporting
+from electra_jax import sharding
+
+Batch = dict[str, jax.Array]  # input_ids, input_mask, segment_ids: [B, L].
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """The static (hashable) settings the step needs, read once from config."""
+
+  max_seq_length: int
+  max_predictions: int
+  mask_prob: float
+  mask_token_prob: float
+  mask_id: int
+  special_ids: tuple[int, ...]
+  vocab_size: int
+  temperature: float
+  gen_weight: float
+  disc_weight: float
+  electra_objective: bool
+  uniform_generator: bool
+  disallow_correct: bool
+  grad_accum_steps: int
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "StepConfig":
+    obj, inp = config.objective, config.input
+    return cls(
+        max_seq_length=inp.max_seq_length,
+        max_predictions=objective.max_predictions_per_seq(
+            obj.mask_prob, inp.max_seq_length),
+        mask_prob=obj.mask_prob,
+        mask_token_prob=obj.mask_token_prob,
+        mask_id=inp.mask_id,
+        special_ids=(inp.cls_id, inp.sep_id, inp.mask_id),
+        vocab_size=config.model.vocab_size,
+        temperature=obj.temperature,
+        gen_weight=obj.gen_weight,
+        disc_weight=obj.disc_weight,
+        electra_objective=obj.electra_objective,
+        uniform_generator=obj.uniform_generator,
+        disallow_correct=obj.disallow_correct,
+        grad_accum_steps=config.optimizer.grad_accum_steps,
+    )
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # {"embeddings", "generator", "discriminator"}.
+  opt_state: Any
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+
+def init_params(rng: jax.Array, *, model: nn.Module, sc: StepConfig) -> Any:
+  """Boxed (logically partitioned) params of the pretraining model."""
+  ids = jnp.zeros((1, sc.max_seq_length), jnp.int32)
+  positions = jnp.zeros((1, sc.max_predictions), jnp.int32)
+  return model.init(rng, ids, ids, ids, positions)["params"]
+
+
+def create_train_state(rng: jax.Array, *, model: nn.Module, sc: StepConfig,
+                       tx: optax.GradientTransformation) -> TrainState:
+  params = nn.unbox(init_params(rng, model=model, sc=sc))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params), tx=tx)
+
+
+def state_shardings(rng: jax.Array, *, model: nn.Module, sc: StepConfig,
+                    tx: optax.GradientTransformation, mesh, rules) -> Any:
+  """Shardings of `TrainState` leaves, from shapes alone (no allocation)."""
+  boxed = jax.eval_shape(functools.partial(init_params, model=model, sc=sc),
+                         rng)
+  param_sh = sharding.tree_shardings(boxed, mesh, rules)
+  abstract = jax.eval_shape(
+      functools.partial(create_train_state, model=model, sc=sc, tx=tx), rng)
+  replicated = NamedSharding(mesh, P())
+  opt_sh = optax.tree_map_params(
+      tx, lambda _, s: s, abstract.opt_state, param_sh,
+      transform_non_params=lambda _: replicated)
+  return TrainState(step=replicated, params=param_sh, opt_state=opt_sh, tx=tx)
+
+
+def _sample_per_example(keys, logits, disallow, temperature):
+  """Gumbel samples with one key per example, so that the draw of each
+  sequence does not depend on how the batch is split into micro-batches."""
+  def one(key, lg, dis):
+    dis = None if dis is None else dis[None]
+    return objective.sample_fake_tokens(key, lg[None], temperature,
+                                        disallow=dis)[0]
+  return jax.vmap(one)(keys, logits, disallow)
+
+
+def _forward(params, batch: Batch, masked: objective.MaskedInputs,
+             sample_keys: jax.Array, dropout_rng: jax.Array, *,
+             model: nn.Module, sc: StepConfig, deterministic: bool):
+  """Runs generator, sampling and discriminator on one (micro-)batch.
+
+  Returns:
+    (metrics, disc_probs_or_None, labels_or_None); metrics are
+    (sum, count) pairs, so micro-batches and hosts combine by addition.
+  """
+  variables = {"params": params}
+  gen_rng, disc_rng = jax.random.split(dropout_rng)
+  input_mask, segment_ids = batch["input_mask"], batch["segment_ids"]
+  if sc.uniform_generator:  # [B, N, V]: uniform proposal, no generator.
+    logits = jnp.zeros(masked.positions.shape + (sc.vocab_size,),
+                       jnp.float32)
+  else:
+    logits = model.apply(
+        variables, masked.input_ids, input_mask, segment_ids,
+        masked.positions, deterministic, rngs={"dropout": gen_rng},
+        method=model_lib.ElectraPretrainingModel.generator_logits)
+  if not sc.electra_objective:
+    _, metrics = objective.mlm_loss_and_metrics(
+        logits, masked.targets, masked.weights)
+    return metrics, None, None
+  disallow = masked.targets if sc.disallow_correct else None
+  sampled = _sample_per_example(sample_keys, logits, disallow,
+                                sc.temperature)
+  _, metrics = objective.mlm_loss_and_metrics(
+      logits, masked.targets, masked.weights, sampled)
+  fake_ids, labels = objective.replace_tokens(
+      batch["input_ids"], masked.positions, sampled, masked.weights)
+  disc_logits = model.apply(
+      variables, fake_ids, input_mask, segment_ids, deterministic,
+      rngs={"dropout": disc_rng},
+      method=model_lib.ElectraPretrainingModel.discriminator_logits)
+  _, disc_metrics = objective.disc_loss_and_metrics(disc_logits, labels,
+                                                    input_mask)
+  return {**metrics, **disc_metrics}, jax.nn.sigmoid(disc_logits), labels
+
+
+def _total_loss(metrics, counts, sc: StepConfig) -> jax.Array:
+  """`gen_weight * MLM + disc_weight * RTD`, each normalised by the counts
+  of the whole batch (so micro-batch losses add up to the batch loss)."""
+  loss = sc.gen_weight * metrics["masked_lm_loss"][0] / (counts[0] + 1e-6)
+  if sc.electra_objective:
+    loss += sc.disc_weight * metrics["disc_loss"][0] / (counts[1] + 1e-6)
+  return loss
+
+
+def _mask(rng, batch: Batch, sc: StepConfig) -> objective.MaskedInputs:
+  return objective.mask_tokens(
+      rng, batch["input_ids"], batch["input_mask"], mask_prob=sc.mask_prob,
+      max_predictions=sc.max_predictions, mask_id=sc.mask_id,
+      special_ids=sc.special_ids, mask_token_prob=sc.mask_token_prob)
+
+
+def _split_micro(tree, k: int):
+  return jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]),
+                      tree)
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
+               model: nn.Module, sc: StepConfig,
+               schedule: optax.Schedule) -> tuple[TrainState, Any]:
+  """One optimizer step on a global batch. Pure; jit it once.
+
+  The step's randomness is `fold_in(rng, state.step)`, split into named
+  keys for masking, sampling and dropout. Masking runs on the whole batch
+  before the micro-batch split, and sampling uses one key per example, so
+  `grad_accum_steps` changes memory, not results (up to dropout).
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  mask_rng, sample_rng, dropout_rng = jax.random.split(rng, 3)
+  masked = _mask(mask_rng, batch, sc)
+  counts = (jnp.sum(masked.weights),
+            jnp.sum(batch["input_mask"].astype(jnp.float32)))
+  sample_keys = jax.random.split(sample_rng, batch["input_ids"].shape[0])
+
+  def loss_fn(params, micro, dropout_key):
+    mb, mm, keys = micro
+    metrics, _, _ = _forward(params, mb, mm, keys, dropout_key, model=model,
+                             sc=sc, deterministic=False)
+    return _total_loss(metrics, counts, sc), metrics
+
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  k = sc.grad_accum_steps
+  if k == 1:
+    grads, metrics = grad_fn(state.params, (batch, masked, sample_keys),
+                             dropout_rng)
+  else:
+    micro = _split_micro((batch, masked, sample_keys), k)
+    keys = jax.random.split(dropout_rng, k)
+
+    def accumulate(carry, xs):
+      g, m = grad_fn(state.params, xs[0], xs[1])
+      return jax.tree.map(jnp.add, carry, (g, m)), None
+
+    zeros = jax.eval_shape(grad_fn, state.params,
+                           jax.tree.map(lambda x: x[0], micro), keys[0])
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+    (grads, metrics), _ = jax.lax.scan(accumulate, zeros, (micro, keys))
+
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  one = jnp.ones((), jnp.float32)
+  metrics = {
+      **metrics,
+      "loss": (_total_loss(metrics, counts, sc), one),
+      "learning_rate": (schedule(state.step).astype(jnp.float32), one),
+      "grad_norm": (optax.tree.norm(grads), one),
+      "param_norm": (optax.tree.norm(params), one),
+  }
+  new_state = state.replace(step=state.step + 1, params=params,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(params, batch: Batch, rng: jax.Array, *, model: nn.Module,
+              sc: StepConfig):
+  """Metrics on one held-out batch without dropout, plus the
+  discriminator's probabilities and labels for the host-side AUC."""
+  mask_rng, sample_rng = jax.random.split(rng)
+  masked = _mask(mask_rng, batch, sc)
+  keys = jax.random.split(sample_rng, batch["input_ids"].shape[0])
+  metrics, probs, labels = _forward(params, batch, masked, keys, rng,
+                                    model=model, sc=sc, deterministic=True)
+  counts = (jnp.sum(masked.weights),
+            jnp.sum(batch["input_mask"].astype(jnp.float32)))
+  metrics["loss"] = (_total_loss(metrics, counts, sc),
+                     jnp.ones((), jnp.float32))
+  return metrics, probs, labels
+
+
+def resolve_config(config: ml_collections.ConfigDict,
+                   workdir: str) -> tuple[ml_collections.ConfigDict, str]:
+  """Prepares the data and fills tokenizer facts into a copy of `config`.
+
+  With the built-in default corpus the model's vocabulary size follows the
+  tokenizer; with user data a mismatch is an error (nothing is guessed).
+  """
+  config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
+  data_dir = input_pipeline.prepare_data(config, workdir)
+  metadata = input_pipeline.load_metadata(data_dir)
+  if not config.input.data_dir:
+    if config.model.vocab_size != metadata["vocab_size"]:
+      logging.info("Default corpus: model.vocab_size %d -> %d (tokenizer).",
+                   config.model.vocab_size, metadata["vocab_size"])
+    config.model.vocab_size = metadata["vocab_size"]
+  input_pipeline.check_config(config, metadata)
+  input_pipeline.apply_metadata(config, metadata)
+  config.lock()
+  return config, data_dir
+
+
+def _host_metrics(history: list[Any]) -> dict[str, float]:
+  """Sums (sum, count) pairs over steps on the host and divides."""
+  history = jax.device_get(history)
+  total = functools.reduce(
+      lambda a, b: jax.tree.map(lambda x, y: x + y, a, b), history)
+  return objective.reduce_metrics(total)
+
+
+def evaluate(p_eval, params, config, data_dir, mesh, rng) -> dict[str, float]:
+  """Held-out metrics (same batches and masks every time), with AUC."""
+  batches = input_pipeline.make_eval_iterator(
+      data_dir, batch_size=config.input.batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      max_seq_length=config.input.max_seq_length,
+      num_batches=config.eval.num_batches)
+  history, scores = [], []
+  for i, local in enumerate(batches):
+    batch = sharding.global_batch(local, mesh)
+    metrics, probs, labels = p_eval(params, batch, jax.random.fold_in(rng, i))
+    history.append(metrics)
+    if probs is not None:
+      scores.append(multihost_utils.process_allgather(
+          (probs, labels, batch["input_mask"]), tiled=True))
+  out = _host_metrics(history)
+  if scores:
+    probs, labels, mask = (np.concatenate(x) for x in zip(*scores))
+    out["disc_auc"] = objective.disc_auc(probs, labels, mask)
+  return out
+
+
+def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
+  """The sharded initial state and the jitted train and eval steps.
+
+  Call under `sharding.use(mesh, rules)`. The state is created sharded
+  (shapes -> shardings -> jitted init), never whole on one device.
+
+  Returns:
+    (state, train_step(state, batch, rng), eval_step(params, batch, rng)).
+  """
+  model = model_lib.pretraining_model(config)
+  sc = StepConfig.from_config(config)
+  tx, schedule = optimizer.create_optimizer(config)
+  replicated = NamedSharding(mesh, P())
+  batch_sh = sharding.batch_sharding(mesh)
+  state_sh = state_shardings(rng, model=model, sc=sc, tx=tx, mesh=mesh,
+                             rules=rules)
+  state = jax.jit(
+      functools.partial(create_train_state, model=model, sc=sc, tx=tx),
+      out_shardings=state_sh)(rng)
+  p_train = jax.jit(
+      functools.partial(train_step, model=model, sc=sc, schedule=schedule),
+      in_shardings=(state_sh, batch_sh, replicated),
+      out_shardings=(state_sh, replicated), donate_argnums=0)
+  p_eval = jax.jit(
+      functools.partial(eval_step, model=model, sc=sc),
+      in_shardings=(state_sh.params, batch_sh, replicated),
+      out_shardings=(replicated, batch_sh, batch_sh))
+  return state, p_train, p_eval
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> TrainState:
+  """Pretrains ELECTRA as `config` says; logs and events go to `workdir`."""
+  config, data_dir = resolve_config(config, workdir)
+  reporting.write_config(config, workdir)
+  writer = reporting.MetricWriter(workdir)
+  writer.write_hparams(reporting.flat_config(config))
+  mesh = sharding.make_mesh(config)
+  rules = sharding.logical_rules(config)
+  sharding.check_batch_size(config.input.batch_size, mesh)
+  logging.info("Mesh %s over %d devices (%s).", dict(mesh.shape),
+               jax.device_count(), jax.devices()[0].device_kind)
+
+  init_rng, step_rng, eval_rng = jax.random.split(
+      jax.random.key(config.seed), 3)
+
+  with sharding.use(mesh, rules):
+    state, p_train, p_eval = build(config, mesh, rules, init_rng)
+    reporting.log_parameter_overview(state.params)
+    train_iter = input_pipeline.make_train_iterator(
+        data_dir, batch_size=config.input.batch_size, seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        max_seq_length=config.input.max_seq_length)
+    batch = sharding.global_batch(next(train_iter), mesh)
+    t0 = time.perf_counter()
+    compiled = p_train.lower(state, batch, step_rng).compile()
+    logging.info("Compiled the train step in %.1fs.", time.perf_counter() - t0)
+    _log_memory(compiled)
+
+    flops = flops_lib.train_flops_per_sequence(config)["total"]
+    progress = reporting.ProgressReport(
+        config.num_train_steps,
+        tokens_per_step=config.input.batch_size * config.input.max_seq_length,
+        flops_per_step=flops * config.input.batch_size,
+        peak_flops_per_device=flops_lib.peak_flops())
+    start = int(state.step)
+    progress.start(start)
+    history = []
+    for step in range(start + 1, config.num_train_steps + 1):
+      state, metrics = compiled(state, batch, step_rng)
+      history.append(metrics)
+      if step < config.num_train_steps:
+        batch = sharding.global_batch(next(train_iter), mesh)  # Prefetch.
+      last = step == config.num_train_steps
+      if step % config.log_every_steps == 0 or last:
+        scalars = {f"train/{k}": v for k, v in _host_metrics(history).items()}
+        history = []
+        if not np.isfinite(scalars["train/loss"]):
+          raise FloatingPointError(
+              f"Non-finite loss {scalars['train/loss']} at step {step}; "
+              "lower optimizer.learning_rate or check the data.")
+        scalars.update(progress.report(step))
+        writer.write_scalars(step, scalars)
+        if jax.process_index() == 0:
+          logging.info(reporting.format_line(step, config.num_train_steps,
+                                             scalars))
+      if step % config.eval.every_steps == 0 or last:
+        scalars = evaluate(p_eval, state.params, config, data_dir, mesh,
+                           eval_rng)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in
+                                    scalars.items()})
+        logging.info("eval step %d: %s", step, ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(scalars.items())))
+        progress.start(step)  # Do not count eval time as step time.
+  writer.close()
+  return state
+
+
+def _log_memory(compiled) -> None:
+  try:
+    mem = compiled.memory_analysis()
+  except (NotImplementedError, RuntimeError):  # Not on every backend.
+    return
+  if mem is not None:
+    logging.info(
+        "Train step memory: arguments %.1f MiB, outputs %.1f MiB, temps "
+        "%.1f MiB.", mem.argument_size_in_bytes / 2**20,
+        mem.output_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20)
