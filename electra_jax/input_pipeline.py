@@ -169,7 +169,7 @@ class ExampleSource:
     """Examples at `indices` (-1: an empty row), each [len(indices), L]."""
     rows = np.flatnonzero(indices >= 0)
     records = self.read(indices[rows]) if len(rows) else []
-    # All records in one buffer: record r is [n_a, ids...] (preprocess).
+    # All records in one buffer: record r is [n_a, ids...] (packing).
     sizes = np.fromiter((len(r) for r in records), np.int64, len(records))
     sizes //= self._dtype.itemsize
     flat = np.frombuffer(b"".join(records), self._dtype).astype(np.int32)

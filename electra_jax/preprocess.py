@@ -9,9 +9,10 @@ r"""Builds ELECTRA pretraining data: text -> packed examples -> ArrayRecord.
 Input text follows google-research/electra's `build_pretraining_dataset.py`:
 documents are separated by blank lines and each line is a sentence or a
 paragraph; paragraphs are split into sentences by a punctuation rule. A TFDS
-record is one document whose lines are paragraphs. Packing is the reference's
-(see `ExampleBuilder`). Whole documents go to the held-out eval split with
-probability `eval_fraction`.
+record is one document whose lines are paragraphs (reading: `text_sources`).
+Packing is the reference's (`packing.ExampleBuilder`). Whole documents go to
+the held-out eval split with probability `eval_fraction`. This module plans
+the shards, prepares the tokenizer, runs the workers and writes the metadata.
 
 Output directory:
   tokenizer.model | vocab.txt          the tokenizer (trained here or copied)
@@ -23,23 +24,18 @@ Output directory:
 Shards are written under a temporary name and renamed, then marked done; a
 re-run skips done shards, so an interrupted run resumes where it stopped.
 
-Record format ("ids_v1"): one example per record, a little-endian vector of
-`record_dtype` (uint16 if vocab_size <= 65536, else int32) holding
-`[n_a, ids...]`: `ids` is `[CLS] A [SEP] B [SEP]` without padding and `n_a`
-is the length of `[CLS] A [SEP]` (segment 0; the rest is segment 1).
+Record format ("ids_v1"): one example per record, `[n_a, ids...]`; see
+`packing` for the details.
 """
 
 import collections
 from collections.abc import Iterator, Sequence
 import dataclasses
-import glob
 import itertools
 import json
 import math
 import multiprocessing
 import os
-import random
-import re
 import shutil
 import time
 from typing import Any
@@ -47,138 +43,14 @@ from typing import Any
 from absl import app
 from absl import flags
 from absl import logging
-from array_record.python import array_record_module
-import numpy as np
 
+from electra_jax import packing
+from electra_jax import text_sources
 from electra_jax import tokenization
 
 FORMAT_VERSION = 1
-RECORD_FORMAT = "ids_v1"
 _MIN_SHARDS = 4  # Small corpora: one shard per file, up to this many.
-_ENCODE_CHUNK = 512  # Sentences per tokenizer call.
 _MAX_WARNINGS = 10  # Per shard; the counts in the summary are complete.
-
-# Split after ., ! or ? (and closing quotes/brackets) when whitespace and an
-# upper-case letter, digit or opening quote follow. Not after initials or a
-# few common abbreviations.
-_BOUNDARY = re.compile(r"""[.!?]["')\]]*(?=\s+["'(\[]?[A-Z0-9])""")
-_ABBREVIATION = re.compile(
-    r"(?:^|\s)(?:[A-Za-z]|Mr|Mrs|Ms|Dr|Prof|St|vs|etc|e\.g|i\.e|cf|al|Fig|No)"
-    r"\.$")
-
-
-def split_sentences(text: str) -> list[str]:
-  """Splits a paragraph into sentences (a simple punctuation rule)."""
-  sentences, start = [], 0
-  for match in _BOUNDARY.finditer(text):
-    if _ABBREVIATION.search(text, start, match.start() + 1):
-      continue
-    sentences.append(text[start:match.end()].strip())
-    start = match.end()
-  sentences.append(text[start:].strip())
-  return [s for s in sentences if s]
-
-
-class ExampleBuilder:
-  """Packs sentences into examples as electra's `ExampleBuilder` does.
-
-  Sentences accumulate until their length reaches the target length (or the
-  document ends), then become one example `[CLS] A [SEP] B [SEP]`. With
-  probability 0.1 the first segment may take everything (a single segment);
-  otherwise it takes sentences up to half the target. A sentence that would
-  push it over goes to A anyway half of the time if B is still empty. A is
-  cut to `max_length - 2` tokens and B to what is left. With probability
-  0.05 the next target length is drawn uniformly from [5, max_length].
-  """
-
-  def __init__(self, max_length: int, cls_id: int, sep_id: int,
-               rng: random.Random):
-    self._max_length = max_length
-    self._target_length = max_length
-    self._cls_id, self._sep_id = cls_id, sep_id
-    self._rng = rng
-    self._sentences: list[list[int]] = []
-    self._length = 0
-
-  def add_sentence(self, ids: Sequence[int]) -> tuple[list[int], int] | None:
-    """Adds a tokenized sentence; returns `(ids, n_a)` when one is complete."""
-    if not ids:
-      return None
-    self._sentences.append(list(ids))
-    self._length += len(ids)
-    if self._length >= self._target_length:
-      return self._create_example()
-    return None
-
-  def end_document(self) -> tuple[list[int], int] | None:
-    """Ends the document: what has accumulated becomes an example."""
-    return self._create_example() if self._length else None
-
-  def _create_example(self) -> tuple[list[int], int]:
-    if self._rng.random() < 0.1:
-      first_target = 100_000  # Only one segment, as in classification.
-    else:
-      first_target = (self._target_length - 3) // 2  # Room for CLS, 2 SEPs.
-    first, second = [], []
-    for sentence in self._sentences:
-      if (not first or len(first) + len(sentence) < first_target or
-          (not second and len(first) < first_target and
-           self._rng.random() < 0.5)):
-        first += sentence
-      else:
-        second += sentence
-    first = first[:self._max_length - 2]
-    second = second[:max(0, self._max_length - len(first) - 3)]
-    self._sentences, self._length = [], 0
-    if self._rng.random() < 0.05:
-      self._target_length = self._rng.randint(5, self._max_length)
-    else:
-      self._target_length = self._max_length
-    ids = [self._cls_id] + first + [self._sep_id]
-    n_a = len(ids)
-    if second:
-      ids += second + [self._sep_id]
-    return ids, n_a
-
-
-def record_dtype(vocab_size: int) -> np.dtype:
-  """The on-disk id type: uint16 when every id fits, else int32."""
-  return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<i4")
-
-
-def encode_record(ids: Sequence[int], n_a: int, dtype: np.dtype) -> bytes:
-  """Serializes one example (see the module docstring)."""
-  return np.asarray([n_a, *ids], dtype=dtype).tobytes()
-
-
-@dataclasses.dataclass
-class Stats:
-  """Counts kept while reading; summed over shards and kept in metadata."""
-  files: int = 0
-  bytes: int = 0
-  empty_files: int = 0
-  whitespace_only_files: int = 0
-  invalid_utf8_lines: int = 0
-  long_lines: int = 0
-  documents: int = 0
-  empty_documents: int = 0
-  sentences: int = 0
-  tokens: int = 0
-  train_examples: int = 0
-  eval_examples: int = 0
-
-  def add(self, other: dict[str, int]) -> None:
-    for key, value in other.items():
-      setattr(self, key, getattr(self, key) + value)
-
-
-@dataclasses.dataclass(frozen=True)
-class Piece:
-  """A byte range [start, stop) of a file, or records of a TFDS split."""
-  source: str  # A file path, or "tfds:NAME:SPLIT".
-  start: int
-  stop: int
-  size: int  # Size of the whole source (bytes or records).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,215 +105,16 @@ _HELP = {
 }
 
 
-def _utf8_tail(data: bytes) -> int:
-  """Length of an incomplete UTF-8 sequence at the end of `data`."""
-  for i in range(1, min(4, len(data)) + 1):
-    byte = data[-i]
-    if byte & 0xC0 == 0x80:
-      continue  # A continuation byte: look further back.
-    need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
-    return i if byte >= 0xC0 and need > i else 0
-  return 0
-
-
-def _decode(data: bytes, stats: Stats) -> str:
-  try:
-    return data.decode("utf-8")
-  except UnicodeDecodeError:
-    stats.invalid_utf8_lines += 1
-    return data.decode("utf-8", errors="replace")
-
-
-def _file_lines(piece: Piece, stats: Stats,
-                max_line_bytes: int) -> Iterator[str]:
-  """Lines starting in [start, stop); longer lines come in pieces."""
-  with open(piece.source, "rb") as f:
-    if piece.start:
-      f.seek(piece.start - 1)
-      # The line running into `start` belongs to the piece before.
-      while (skipped := f.readline(max_line_bytes)) and skipped[-1:] != b"\n":
-        pass
-    carry, continuing = b"", False
-    while continuing or f.tell() < piece.stop:
-      data = f.readline(max_line_bytes)
-      if not data:
-        break
-      cut = not data.endswith(b"\n") and len(data) == max_line_bytes
-      if cut and not continuing:
-        stats.long_lines += 1
-      data, carry = carry + data, b""
-      tail = _utf8_tail(data) if cut else 0
-      if tail:  # Keep a character split by the cut whole.
-        data, carry = data[:-tail], data[-tail:]
-      continuing = cut
-      yield _decode(data, stats).replace("\ufeff", "")
-    if carry:
-      yield _decode(carry, stats)
-
-
-def _tfds_builder(name: str, data_dir: str):
-  """A prepared TFDS builder; TFDS never downloads here."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(
-        f"TFDS dataset {name!r}: {str(e).splitlines()[0]} Prepare it first "
-        f"(`tfds build {name} --data_dir=DIR`), then pass "
-        "--tfds_data_dir=DIR.") from e
-  if not builder.is_prepared():
-    raise ValueError(
-        f"TFDS dataset {name!r} is not prepared in "
-        f"{data_dir or 'the default data_dir'}; run `tfds build {name} "
-        "--data_dir=DIR` first and pass --tfds_data_dir=DIR.")
-  return builder
-
-
-def _tfds_texts(piece: Piece, data_dir: str, text_key: str) -> Iterator[Any]:
-  """The `text_key` feature of the records of a TFDS piece."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  _, name, split = piece.source.split(":", 2)
-  builder = _tfds_builder(name, data_dir)
-  if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
-    source = builder.as_data_source(split=split)  # Random access, no TF.
-    examples = (source[i] for i in range(piece.start, piece.stop))
-  else:
-    try:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise ImportError(
-          f"TFDS dataset {name!r} is stored as {builder.info.file_format}, "
-          "which needs TensorFlow to read: `pip install tensorflow-cpu`, or "
-          f"prepare it with `tfds build {name} --file_format=array_record`."
-      ) from e
-    tf.config.set_visible_devices([], "GPU")
-    examples = tfds.as_numpy(builder.as_dataset(
-        split=f"{split}[{piece.start}:{piece.stop}]", shuffle_files=False))
-  for example in examples:
-    if text_key not in example:
-      raise ValueError(f"--text_key={text_key!r} is not a feature of "
-                       f"{name!r}; it has {sorted(example)}.")
-    yield example[text_key]
-
-
-def _shard_lines(pieces: Sequence[Piece], options: "Options", stats: Stats,
-                 warnings: list[str]) -> Iterator[str | None]:
-  """Non-blank stripped lines of a shard; None marks a document's end."""
-  for piece in pieces:
-    if piece.source.startswith("tfds:"):
-      for text in _tfds_texts(piece, options.tfds_data_dir, options.text_key):
-        if isinstance(text, bytes):
-          text = _decode(text, stats)
-        lines = [line.strip() for line in str(text).splitlines()]
-        lines = [line for line in lines if line]
-        if not lines:
-          stats.empty_documents += 1
-          continue
-        yield from lines
-        yield None
-      continue
-    any_text = in_document = False
-    before = dataclasses.replace(stats)
-    for line in _file_lines(piece, stats, options.max_line_bytes):
-      line = line.strip()
-      if line:
-        any_text = in_document = True
-        yield line
-      elif in_document:
-        in_document = False
-        yield None
-    if in_document:
-      yield None
-    if not any_text and piece.start == 0 and piece.stop >= piece.size:
-      stats.whitespace_only_files += 1
-      warnings.append(f"{piece.source}: contains only whitespace; skipped.")
-    if bad := stats.invalid_utf8_lines - before.invalid_utf8_lines:
-      warnings.append(f"{piece.source}: {bad} line(s) with invalid UTF-8; "
-                      "bad bytes replaced by U+FFFD.")
-    if cut := stats.long_lines - before.long_lines:
-      warnings.append(
-          f"{piece.source}: {cut} line(s) longer than "
-          f"{options.max_line_bytes} bytes, read in pieces of that size (is "
-          "this text?).")
-
-
-class _ShardWriter:
-  """Tokenizes and packs one shard's lines, writing train and eval files."""
-
-  def __init__(self, index: int, options: "Options", num_shards: int,
-               tokenizer_file: str):
-    self._tok = tokenization.load_tokenizer(
-        os.path.join(options.output_dir, tokenizer_file),
-        lowercase=options.lowercase)
-    ids = self._tok.special_ids
-    seed = f"{options.seed}:{index}"
-    self._builders = {
-        split: ExampleBuilder(options.max_seq_length, ids["cls_id"],
-                              ids["sep_id"], random.Random(f"{seed}:{split}"))
-        for split in ("train", "eval")}
-    self._split_rng = random.Random(f"{seed}:split")
-    self._dtype = record_dtype(self._tok.vocab_size)
-    self._options, self.stats = options, Stats()
-    self._names = {split: f"{split}-{index:05d}-of-{num_shards:05d}"
-                   ".array_record" for split in ("train", "eval")}
-    self._writers, self._split, self._pending, self._doc_tokens = {}, "", [], 0
-
-  def add_line(self, line: str | None) -> None:
-    if line is None:
-      self._flush(end_document=True)
-      return
-    if not self._split:
-      self._split = ("eval" if self._split_rng.random() <
-                     self._options.eval_fraction else "train")
-    self._pending.extend(split_sentences(line))
-    if len(self._pending) >= _ENCODE_CHUNK:
-      self._flush(end_document=False)
-
-  def _flush(self, end_document: bool) -> None:
-    builder = self._builders[self._split or "train"]
-    for ids in self._tok.encode_batch(self._pending) if self._pending else []:
-      self.stats.sentences += bool(ids)
-      self._doc_tokens += len(ids)
-      self._write(builder.add_sentence(ids))
-    self._pending = []
-    if end_document:
-      self._write(builder.end_document())
-      self.stats.documents += bool(self._doc_tokens)
-      self.stats.empty_documents += not self._doc_tokens
-      self.stats.tokens += self._doc_tokens
-      self._split, self._doc_tokens = "", 0
-
-  def _write(self, example: tuple[list[int], int] | None) -> None:
-    if example is None:
-      return
-    if self._split not in self._writers:
-      path = os.path.join(self._options.output_dir, self._names[self._split])
-      self._writers[self._split] = array_record_module.ArrayRecordWriter(
-          path + ".tmp", "group_size:1")
-    self._writers[self._split].write(encode_record(*example, self._dtype))
-    setattr(self.stats, f"{self._split}_examples",
-            getattr(self.stats, f"{self._split}_examples") + 1)
-
-  def close(self) -> dict[str, str]:
-    """Closes and renames the files; returns {split: file name}."""
-    self._flush(end_document=True)
-    files = {}
-    for split, writer in self._writers.items():
-      writer.close()
-      path = os.path.join(self._options.output_dir, self._names[split])
-      os.replace(path + ".tmp", path)
-      files[split] = self._names[split]
-    return files
-
-
-def _process_shard(job: tuple[int, tuple[Piece, ...], "Options", int, str]
-                   ) -> dict[str, Any]:
+def _process_shard(
+    job: tuple[int, tuple[text_sources.Piece, ...], Options, int, str]
+) -> dict[str, Any]:
   """Builds one shard (in a worker process) and marks it done."""
   index, pieces, options, num_shards, tokenizer_file = job
   start = time.time()
-  writer = _ShardWriter(index, options, num_shards, tokenizer_file)
+  writer = packing.ShardWriter(index, options, num_shards, tokenizer_file)
   warnings = []
-  for line in _shard_lines(pieces, options, writer.stats, warnings):
+  for line in text_sources.shard_lines(pieces, options, writer.stats,
+                                       warnings):
     writer.add_line(line)
   files = writer.close()
   result = {"index": index, "files": files,
@@ -466,39 +139,8 @@ def _write_json(path: str, value: Any) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _list_inputs(options: Options, warnings: list[str]
-                 ) -> tuple[list[tuple[str, int]], int]:
-  """Returns the sources with their sizes, and the number of empty files."""
-  if options.tfds:
-    builder = _tfds_builder(options.tfds, options.tfds_data_dir)
-    if options.tfds_split not in builder.info.splits:
-      raise ValueError(f"TFDS dataset {options.tfds!r} has no split "
-                       f"{options.tfds_split!r}; it has "
-                       f"{sorted(builder.info.splits)}.")
-    count = builder.info.splits[options.tfds_split].num_examples
-    return [(f"tfds:{options.tfds}:{options.tfds_split}", count)], 0
-  files = set()
-  for pattern in options.inputs:
-    matched = [p for p in glob.glob(os.path.expanduser(pattern),
-                                    recursive=True) if os.path.isfile(p)]
-    if not matched:
-      raise ValueError(f"--input pattern {pattern!r} matched no files.")
-    files.update(matched)
-  sources, empty = [], 0
-  for path in sorted(files):
-    size = os.path.getsize(path)
-    if size:
-      sources.append((path, size))
-    else:
-      empty += 1
-      warnings.append(f"{path}: empty file; skipped.")
-  if not sources:
-    raise ValueError(f"All {len(files)} input file(s) are empty.")
-  return sources, empty
-
-
 def plan_shards(sources: Sequence[tuple[str, int]], shard_size: int
-                ) -> list[tuple[Piece, ...]]:
+                ) -> list[tuple[text_sources.Piece, ...]]:
   """Groups small sources and splits large ones into about-equal shards.
 
   There are ceil(total / shard_size) shards, but at least one per source up
@@ -515,26 +157,27 @@ def plan_shards(sources: Sequence[tuple[str, int]], shard_size: int
       start, stop = size * k // parts, size * (k + 1) // parts
       # A piece goes to the shard its middle falls in.
       shard = min(num - 1, int((offset + (start + stop) / 2) // target))
-      shards[shard].append(Piece(source, start, stop, size))
+      shards[shard].append(text_sources.Piece(source, start, stop, size))
     offset += size
   return [tuple(shards[k]) for k in sorted(shards)]
 
 
-def _training_sentences(shards: Sequence[tuple[Piece, ...]],
+def _training_sentences(shards: Sequence[tuple[text_sources.Piece, ...]],
                         options: Options) -> Iterator[str]:
   """Sentences for tokenizer training: the first part of every shard."""
   budget = options.tokenizer_train_mb * 2**20 // len(shards)
   for pieces in shards:
     used = 0
-    for line in _shard_lines(pieces, options, Stats(), []):
+    for line in text_sources.shard_lines(pieces, options,
+                                         text_sources.Stats(), []):
       if line is not None:
-        yield from split_sentences(line)
+        yield from text_sources.split_sentences(line)
         used += len(line)
         if used >= budget:
           break
 
 
-def _prepare_tokenizer(shards: Sequence[tuple[Piece, ...]],
+def _prepare_tokenizer(shards: Sequence[tuple[text_sources.Piece, ...]],
                        options: Options) -> tokenization.Tokenizer:
   """Copies the given tokenizer next to the data, or trains one there."""
   if options.tokenizer:
@@ -587,7 +230,7 @@ def preprocess(options: Options) -> dict[str, Any]:
   out = options.output_dir
   os.makedirs(out, exist_ok=True)
   warnings = []
-  sources, empty_files = _list_inputs(options, warnings)
+  sources, empty_files = text_sources.list_inputs(options, warnings)
   for warning in warnings:
     logging.warning("%s", warning)
   shard_size = (options.tfds_docs_per_shard if options.tfds
@@ -656,7 +299,8 @@ def _finish(options: Options, tok: tokenization.Tokenizer, num_shards: int,
             ) -> dict[str, Any]:
   """Checks that every shard is done and writes `metadata.json`."""
   out = options.output_dir
-  stats = Stats(files=len(sources) + empty_files, empty_files=empty_files)
+  stats = text_sources.Stats(files=len(sources) + empty_files,
+                             empty_files=empty_files)
   files = collections.defaultdict(list)
   for i in range(num_shards):
     with open(_done_path(out, i)) as f:
@@ -683,8 +327,8 @@ def _finish(options: Options, tok: tokenization.Tokenizer, num_shards: int,
   tokenizer_path = tok.path
   metadata = {
       "format_version": FORMAT_VERSION,
-      "record_format": RECORD_FORMAT,
-      "record_dtype": record_dtype(tok.vocab_size).name,
+      "record_format": packing.RECORD_FORMAT,
+      "record_dtype": packing.record_dtype(tok.vocab_size).name,
       "vocab_size": tok.vocab_size,
       **tok.special_ids,
       "max_seq_length": options.max_seq_length,

@@ -11,7 +11,7 @@ import pytest
 from electra_jax import default_corpus
 from electra_jax import defaults
 from electra_jax import input_pipeline
-from electra_jax import preprocess
+from electra_jax import packing
 
 PAD, CLS, SEP, L = 0, 2, 3, 16
 
@@ -28,7 +28,7 @@ def _example(i):
 def _write_dataset(path, num_train, num_eval, files=3):
   """Writes a dataset whose example i is `_example(i)`."""
   os.makedirs(path, exist_ok=True)
-  dtype = preprocess.record_dtype(1000)
+  dtype = packing.record_dtype(1000)
   metadata = {"vocab_size": 1000, "pad_id": PAD, "unk_id": 1, "cls_id": CLS,
               "sep_id": SEP, "mask_id": 4, "max_seq_length": L,
               "num_train_examples": num_train, "num_eval_examples": num_eval,
@@ -45,7 +45,7 @@ def _write_dataset(path, num_train, num_eval, files=3):
       writer = array_record_module.ArrayRecordWriter(
           os.path.join(path, name), "group_size:1")
       for i in range(bounds[k], bounds[k + 1]):
-        writer.write(preprocess.encode_record(*_example(i + offset), dtype))
+        writer.write(packing.encode_record(*_example(i + offset), dtype))
       writer.close()
       metadata[f"{split}_files"].append(
           {"path": name, "num_examples": int(bounds[k + 1] - bounds[k])})

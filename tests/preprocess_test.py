@@ -1,4 +1,4 @@
-"""Tests for preprocess.py: sentence splitting, packing, shards, bad input."""
+"""Tests for preprocess.py: shard plans, datasets, resume, CLI, bad input."""
 
 import json
 import logging
@@ -19,94 +19,6 @@ _WORDS = ("the generator fills masked positions and the discriminator learns "
           "read by index so that training resumes exactly").split()
 
 
-class _Scripted:
-  """A stand-in for random.Random returning scripted values."""
-
-  def __init__(self, values, randint=None):
-    self._values, self._randint = list(values), randint
-
-  def random(self):
-    return self._values.pop(0)
-
-  def randint(self, a, b):
-    assert (a, b) == (5, 16)
-    return self._randint
-
-
-def _builder(values, randint=None):
-  return preprocess.ExampleBuilder(16, CLS, SEP, _Scripted(values, randint))
-
-
-def test_split_sentences():
-  assert preprocess.split_sentences(
-      "It works. Does it? Yes! \"Quoted.\" Then e.g. This stays. Mr. Smith "
-      "too. A.  Two spaces.  ") == [
-          "It works.", "Does it?", "Yes!", "\"Quoted.\"",
-          "Then e.g. This stays.", "Mr. Smith too.", "A.  Two spaces."]
-  assert preprocess.split_sentences("no end 3.5 and v1.2 here") == [
-      "no end 3.5 and v1.2 here"]
-  assert preprocess.split_sentences("   ") == []
-
-
-def test_two_segments_and_truncation():
-  b = _builder([0.99, 0.99, 0.99])  # Two segments; B not moved; full target.
-  a, bb, c, d = [10, 11, 12], [20, 21, 22, 23], list(range(30, 36)), [40] * 4
-  assert b.add_sentence(a) is None  # 3 tokens.
-  assert b.add_sentence(bb) is None  # 7.
-  assert b.add_sentence(c) is None  # 13 < 16.
-  ids, n_a = b.add_sentence(d)  # 17 >= 16: an example.
-  # A holds sentence a (half target = 6); the rest goes to B, cut to
-  # 16 - 3 - 3 = 10 tokens.
-  assert ids == [CLS, 10, 11, 12, SEP, 20, 21, 22, 23, 30, 31, 32, 33, 34, 35,
-                 SEP]
-  assert n_a == 5 and len(ids) == 16
-  assert b.end_document() is None  # Nothing left over: the rest is dropped.
-
-
-def test_sentence_moves_to_first_segment_half_the_time():
-  b = _builder([0.5, 0.4, 0.99])  # 0.4 < 0.5: the 2nd sentence joins A.
-  b.add_sentence([10, 11, 12])
-  b.add_sentence([20, 21, 22, 23, 24])
-  ids, n_a = b.add_sentence([30] * 9)
-  assert ids[:n_a] == [CLS, 10, 11, 12, 20, 21, 22, 23, 24, SEP]
-  assert ids[n_a:] == [30] * 5 + [SEP]  # B cut to 16 - 8 - 3 = 5.
-
-
-def test_single_segment():
-  b = _builder([0.05, 0.99])  # < 0.1: only one segment.
-  b.add_sentence(list(range(10, 20)))
-  ids, n_a = b.add_sentence(list(range(20, 30)))
-  assert ids == [CLS] + list(range(10, 24)) + [SEP]  # A cut to 16 - 2.
-  assert n_a == 16
-
-
-def test_long_single_sentence_is_cut():
-  b = _builder([0.99, 0.99])
-  ids, n_a = b.add_sentence(list(range(100, 140)))
-  assert ids == [CLS] + list(range(100, 114)) + [SEP]
-  assert n_a == 16
-
-
-def test_document_end_and_random_target_length():
-  b = _builder([0.99, 0.01, 0.99, 0.99], randint=7)
-  b.add_sentence([10, 11])
-  b.add_sentence([12, 13, 14])
-  ids, n_a = b.end_document()  # 0.01 < 0.05: the next target is 7.
-  assert (ids, n_a) == ([CLS, 10, 11, 12, 13, 14, SEP], 7)  # 5 < 16 // 2.
-  assert b.end_document() is None
-  b.add_sentence([50, 51, 52])
-  ids, n_a = b.add_sentence([60, 61, 62, 63])  # 7 >= 7.
-  # Half of (7 - 3) is 2, so A gets one sentence, B the other.
-  assert (ids, n_a) == ([CLS, 50, 51, 52, SEP, 60, 61, 62, 63, SEP], 5)
-
-
-def test_record_encoding():
-  data = preprocess.encode_record([CLS, 7, SEP, 9, SEP], 3,
-                                  preprocess.record_dtype(30522))
-  assert np.frombuffer(data, "<u2").tolist() == [3, CLS, 7, SEP, 9, SEP]
-  assert preprocess.record_dtype(70000) == np.dtype("<i4")
-
-
 def test_plan_shards():
   shards = preprocess.plan_shards([("a", 10), ("b", 10), ("c", 100)], 40)
   assert [[(p.source, p.start, p.stop) for p in s] for s in shards] == [
@@ -114,20 +26,6 @@ def test_plan_shards():
   # Small corpora: one shard per file, up to four.
   assert len(preprocess.plan_shards([(str(i), 5) for i in range(6)],
                                     1 << 20)) == 4
-
-
-def test_file_pieces_read_every_line_once(tmp_path):
-  path = tmp_path / "t.txt"
-  lines = [f"line {i} " + "é" * (i % 7) for i in range(200)]
-  path.write_text("\n".join(lines) + "\n")
-  size = os.path.getsize(path)
-  stats, read = preprocess.Stats(), []
-  for k in range(7):  # Cuts fall inside lines and inside characters.
-    piece = preprocess.Piece(str(path), size * k // 7, size * (k + 1) // 7,
-                             size)
-    read += list(preprocess._file_lines(piece, stats, 1 << 20))
-  assert [line.rstrip("\n") for line in read] == lines
-  assert stats.invalid_utf8_lines == 0
 
 
 def _write_corpus(directory, num_files=3, docs_per_file=12, seed=0):
@@ -265,16 +163,6 @@ def test_bad_inputs(tmp_path, caplog):
   assert "blank.txt: contains only whitespace; skipped." in caplog.text
   assert "bad.txt: 1 line(s) with invalid UTF-8" in caplog.text
   assert "long.txt: 1 line(s) longer than 512 bytes" in caplog.text
-
-
-def test_multibyte_character_at_a_line_cut(tmp_path):
-  path = tmp_path / "t.txt"
-  path.write_text("é" * 500 + "\n")  # Cuts every 63 bytes split an é.
-  stats = preprocess.Stats()
-  lines = list(preprocess._file_lines(
-      preprocess.Piece(str(path), 0, 1001, 1001), stats, 63))
-  assert "".join(lines) == "é" * 500 + "\n"
-  assert (stats.long_lines, stats.invalid_utf8_lines) == (1, 0)
 
 
 def test_input_errors(tmp_path):
