@@ -90,7 +90,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Checkpoints (checkpointing.py).
   config.checkpoint = ckpt = ml_collections.ConfigDict()
   ckpt.every_steps = 5_000  # Save every N steps (and on the last step).
-  ckpt.max_to_keep = 3  # Older checkpoints are deleted.
+  ckpt.every_minutes = 30.0  # Also save when this much time has passed.
+  ckpt.max_to_keep = 3  # Older checkpoints are deleted (0 keeps all).
+  ckpt.keep_every_steps = 0  # Also keep every K-th step forever (0: off).
+  ckpt.async_save = True  # Write in the background while training goes on.
 
   # Held-out evaluation.
   config.eval = ev = ml_collections.ConfigDict()

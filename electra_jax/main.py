@@ -15,7 +15,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from electra_jax import train
+from electra_jax import loop
+from electra_jax import reporting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for logs and checkpoints.")
@@ -28,13 +29,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. "
                          "Overrides look like --config.input.batch_size=8.")
+  reporting.quiet_library_logs()
   _hide_accelerators_from_tensorflow()  # tfds may import TF.
   if _is_multiprocess():
     jax.distributed.initialize()
   logging.info("JAX process %d/%d, %d local / %d global devices.",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 def _is_multiprocess() -> bool:

@@ -6,6 +6,7 @@ written with tensorboardX, and only by process 0.
 """
 
 import json
+import logging as logging_std
 import os
 import time
 from typing import Any, Mapping
@@ -126,3 +127,19 @@ def format_line(step: int, total: int, scalars: Mapping[str, float]) -> str:
     eta = int(scalars["perf/eta_seconds"])
     parts.append(f"eta {eta // 3600}h{eta % 3600 // 60:02d}m{eta % 60:02d}s")
   return " | ".join(parts)
+
+
+class _DropLibraryInfo(logging_std.Filter):
+  """Drops INFO-level records from chatty libraries (orbax logs every file
+  it writes); warnings and errors still pass."""
+
+  _PATHS = ("/orbax/", "/jax/_src/distributed", "/jax/_src/xla_bridge")
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return record.levelno >= logging_std.WARNING or not any(
+        p in record.pathname for p in self._PATHS)
+
+
+def quiet_library_logs() -> None:
+  """Keeps the progress lines readable (call once, from an entry point)."""
+  logging.get_absl_handler().addFilter(_DropLibraryInfo())

@@ -5,33 +5,26 @@ Per step (all on device, inside one jitted function):
   Gumbel sample -> discriminator on the corrupted input -> weighted loss ->
   grads (summed over micro-batches) -> optax update.
 
-`train_step` and `eval_step` are pure; `train_and_evaluate` wires them to
-the mesh, the input pipeline, logging and evaluation.
+`train_step` and `eval_step` are pure; `build` jits them once over a mesh.
+The loop that drives them (data, logging, eval, checkpoints) is `loop.py`.
 """
 
 import dataclasses
 import functools
-import time
-from typing import Any
+from typing import Any, NamedTuple
 
-from absl import logging
 import flax.linen as nn
 from flax import struct
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
-from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 import ml_collections
-import numpy as np
 import optax
 
-from electra_jax import flops as flops_lib
-from electra_jax import input_pipeline
 from electra_jax import model as model_lib
 from electra_jax import objective
 from electra_jax import optimizer
-from electra_jax import reporting
 from electra_jax import sharding
 
 Batch = dict[str, jax.Array]  # input_ids, input_mask, segment_ids: [B, L].
@@ -258,55 +251,11 @@ def eval_step(params, batch: Batch, rng: jax.Array, *, model: nn.Module,
   return metrics, probs, labels
 
 
-def resolve_config(config: ml_collections.ConfigDict,
-                   workdir: str) -> tuple[ml_collections.ConfigDict, str]:
-  """Prepares the data and fills tokenizer facts into a copy of `config`.
-
-  With the built-in default corpus the model's vocabulary size follows the
-  tokenizer; with user data a mismatch is an error (nothing is guessed).
-  """
-  config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
-  data_dir = input_pipeline.prepare_data(config, workdir)
-  metadata = input_pipeline.load_metadata(data_dir)
-  if not config.input.data_dir:
-    if config.model.vocab_size != metadata["vocab_size"]:
-      logging.info("Default corpus: model.vocab_size %d -> %d (tokenizer).",
-                   config.model.vocab_size, metadata["vocab_size"])
-    config.model.vocab_size = metadata["vocab_size"]
-  input_pipeline.check_config(config, metadata)
-  input_pipeline.apply_metadata(config, metadata)
-  config.lock()
-  return config, data_dir
-
-
-def _host_metrics(history: list[Any]) -> dict[str, float]:
-  """Sums (sum, count) pairs over steps on the host and divides."""
-  history = jax.device_get(history)
-  total = functools.reduce(
-      lambda a, b: jax.tree.map(lambda x, y: x + y, a, b), history)
-  return objective.reduce_metrics(total)
-
-
-def evaluate(p_eval, params, config, data_dir, mesh, rng) -> dict[str, float]:
-  """Held-out metrics (same batches and masks every time), with AUC."""
-  batches = input_pipeline.make_eval_iterator(
-      data_dir, batch_size=config.input.batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      max_seq_length=config.input.max_seq_length,
-      num_batches=config.eval.num_batches)
-  history, scores = [], []
-  for i, local in enumerate(batches):
-    batch = sharding.global_batch(local, mesh)
-    metrics, probs, labels = p_eval(params, batch, jax.random.fold_in(rng, i))
-    history.append(metrics)
-    if probs is not None:
-      scores.append(multihost_utils.process_allgather(
-          (probs, labels, batch["input_mask"]), tiled=True))
-  out = _host_metrics(history)
-  if scores:
-    probs, labels, mask = (np.concatenate(x) for x in zip(*scores))
-    out["disc_auc"] = objective.disc_auc(probs, labels, mask)
-  return out
+class Built(NamedTuple):
+  state: TrainState
+  state_shardings: TrainState
+  train_step: Any  # (state, batch, rng) -> (state, metrics); donates state.
+  eval_step: Any  # (params, batch, rng) -> (metrics, disc_probs, labels).
 
 
 def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
@@ -316,7 +265,7 @@ def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
   (shapes -> shardings -> jitted init), never whole on one device.
 
   Returns:
-    (state, train_step(state, batch, rng), eval_step(params, batch, rng)).
+    A `Built` with the state, its shardings and the two jitted steps.
   """
   model = model_lib.pretraining_model(config)
   sc = StepConfig.from_config(config)
@@ -336,85 +285,4 @@ def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
       functools.partial(eval_step, model=model, sc=sc),
       in_shardings=(state_sh.params, batch_sh, replicated),
       out_shardings=(replicated, batch_sh, batch_sh))
-  return state, p_train, p_eval
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> TrainState:
-  """Pretrains ELECTRA as `config` says; logs and events go to `workdir`."""
-  config, data_dir = resolve_config(config, workdir)
-  reporting.write_config(config, workdir)
-  writer = reporting.MetricWriter(workdir)
-  writer.write_hparams(reporting.flat_config(config))
-  mesh = sharding.make_mesh(config)
-  rules = sharding.logical_rules(config)
-  sharding.check_batch_size(config.input.batch_size, mesh)
-  logging.info("Mesh %s over %d devices (%s).", dict(mesh.shape),
-               jax.device_count(), jax.devices()[0].device_kind)
-
-  init_rng, step_rng, eval_rng = jax.random.split(
-      jax.random.key(config.seed), 3)
-
-  with sharding.use(mesh, rules):
-    state, p_train, p_eval = build(config, mesh, rules, init_rng)
-    reporting.log_parameter_overview(state.params)
-    train_iter = input_pipeline.make_train_iterator(
-        data_dir, batch_size=config.input.batch_size, seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        max_seq_length=config.input.max_seq_length)
-    batch = sharding.global_batch(next(train_iter), mesh)
-    t0 = time.perf_counter()
-    compiled = p_train.lower(state, batch, step_rng).compile()
-    logging.info("Compiled the train step in %.1fs.", time.perf_counter() - t0)
-    _log_memory(compiled)
-
-    flops = flops_lib.train_flops_per_sequence(config)["total"]
-    progress = reporting.ProgressReport(
-        config.num_train_steps,
-        tokens_per_step=config.input.batch_size * config.input.max_seq_length,
-        flops_per_step=flops * config.input.batch_size,
-        peak_flops_per_device=flops_lib.peak_flops())
-    start = int(state.step)
-    progress.start(start)
-    history = []
-    for step in range(start + 1, config.num_train_steps + 1):
-      state, metrics = compiled(state, batch, step_rng)
-      history.append(metrics)
-      if step < config.num_train_steps:
-        batch = sharding.global_batch(next(train_iter), mesh)  # Prefetch.
-      last = step == config.num_train_steps
-      if step % config.log_every_steps == 0 or last:
-        scalars = {f"train/{k}": v for k, v in _host_metrics(history).items()}
-        history = []
-        if not np.isfinite(scalars["train/loss"]):
-          raise FloatingPointError(
-              f"Non-finite loss {scalars['train/loss']} at step {step}; "
-              "lower optimizer.learning_rate or check the data.")
-        scalars.update(progress.report(step))
-        writer.write_scalars(step, scalars)
-        if jax.process_index() == 0:
-          logging.info(reporting.format_line(step, config.num_train_steps,
-                                             scalars))
-      if step % config.eval.every_steps == 0 or last:
-        scalars = evaluate(p_eval, state.params, config, data_dir, mesh,
-                           eval_rng)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in
-                                    scalars.items()})
-        logging.info("eval step %d: %s", step, ", ".join(
-            f"{k} {v:.4f}" for k, v in sorted(scalars.items())))
-        progress.start(step)  # Do not count eval time as step time.
-  writer.close()
-  return state
-
-
-def _log_memory(compiled) -> None:
-  try:
-    mem = compiled.memory_analysis()
-  except (NotImplementedError, RuntimeError):  # Not on every backend.
-    return
-  if mem is not None:
-    logging.info(
-        "Train step memory: arguments %.1f MiB, outputs %.1f MiB, temps "
-        "%.1f MiB.", mem.argument_size_in_bytes / 2**20,
-        mem.output_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20)
+  return Built(state, state_sh, p_train, p_eval)

@@ -53,7 +53,8 @@ def run_steps(config, num_steps, devices=None, batches=None):
   mesh = sharding.make_mesh(config, devices)
   rules = sharding.logical_rules(config)
   with sharding.use(mesh, rules):
-    state, p_train, _ = train.build(config, mesh, rules, jax.random.key(0))
+    built = train.build(config, mesh, rules, jax.random.key(0))
+    state, p_train = built.state, built.train_step
     history = []
     for i in range(num_steps):
       batch = (batches or synthetic_batch)(i)
@@ -89,7 +90,7 @@ def test_params_are_sharded_as_the_rules_say():
   mesh = sharding.make_mesh(config)
   rules = sharding.logical_rules(config)
   with sharding.use(mesh, rules):
-    state, _, _ = train.build(config, mesh, rules, jax.random.key(0))
+    state = train.build(config, mesh, rules, jax.random.key(0)).state
   spec = lambda x: tuple(x.sharding.spec)  # pylint: disable=g-long-lambda
   p = state.params
   layer = p["discriminator"]["encoder"]["layer_0"]

@@ -172,7 +172,7 @@ def params_from_tensors(
       raise ConversionError(
           f"{source}: parameter {key} has shape {tensors[key].shape}; the "
           f"config implies {shape[::-1] if transpose else shape}.")
-    flat[path] = jnp.asarray(value)
+    flat[path] = value  # numpy: placed later, wherever the caller wants.
     used.add(key)
   lm_head = tensors.get(names.TIED_LM_HEAD)
   if lm_head is not None:

@@ -1,0 +1,79 @@
+"""Export a pretraining run to transformers directories.
+
+  python -m electra_jax.export --workdir=runs/small --output=exported/small
+
+writes `OUT/discriminator` (`ElectraForPreTraining`) and `OUT/generator`
+(`ElectraForMaskedLM`): `config.json`, `model.safetensors` and the run's
+tokenizer file. The discriminator directory is also what fine-tuning
+restores (`pretrained.load_discriminator`). Same params in, the same bytes
+out.
+"""
+
+import json
+import os
+import shutil
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from electra_jax import convert
+from electra_jax import model as model_lib
+from electra_jax import pretrained
+from electra_jax import reporting
+
+
+
+def _copy_tokenizer(workdir: str, out: str) -> None:
+  src = pretrained.tokenizer_path(workdir)
+  name = os.path.basename(src)
+  shutil.copyfile(src, os.path.join(out, name))
+  if name == "vocab.txt":  # transformers' ElectraTokenizer reads these.
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+      json.dump({"tokenizer_class": "ElectraTokenizer",
+                 "do_lower_case": True}, f, indent=2, sort_keys=True)
+
+
+def export(workdir: str, output: str, step: int | None = None) -> list[str]:
+  """Writes the run's discriminator (and generator) as transformers dirs."""
+  config, params, step = pretrained.restore_params(workdir, step)
+  written = []
+  if "discriminator" in params:
+    module = model_lib.ElectraDiscriminator(
+        model_lib.discriminator_config(config))
+    written.append(os.path.join(output, "discriminator"))
+    convert.save_transformers(module, model_lib.discriminator_params(params),
+                              written[-1])
+  if "generator" in params:
+    module = model_lib.ElectraGenerator(model_lib.generator_config(config))
+    written.append(os.path.join(output, "generator"))
+    convert.save_transformers(module, model_lib.generator_params(params),
+                              written[-1])
+  for out in written:
+    _copy_tokenizer(workdir, out)
+  logging.info("Exported step %d of %s to %s.", step, workdir,
+               ", ".join(written))
+  return written
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  reporting.quiet_library_logs()
+  f = flags.FLAGS
+  for path in export(f.workdir, f.output, f.step):
+    print(path)
+
+
+def _define_flags() -> None:
+  """Defined only when run as a program, so that importing this module
+  never clashes with another entry point's flags."""
+  flags.DEFINE_string("workdir", None, "A pretraining run's workdir.")
+  flags.DEFINE_string("output", None, "Output directory.")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default latest.")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  flags.mark_flags_as_required(["workdir", "output"])
+  app.run(main)

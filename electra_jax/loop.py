@@ -1,0 +1,268 @@
+"""The pretraining loop: data, steps, logging, evaluation and checkpoints.
+
+`train_and_evaluate(config, workdir)` is what `python -m electra_jax.main`
+runs. It is built from short helpers; the pure step functions live in
+`train.py` and the resume order in `checkpointing.py`.
+"""
+
+import functools
+import signal
+import threading
+import time
+from typing import Any
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+
+from electra_jax import checkpointing
+from electra_jax import flops as flops_lib
+from electra_jax import input_pipeline
+from electra_jax import objective
+from electra_jax import pretrained
+from electra_jax import reporting
+from electra_jax import sharding
+from electra_jax import train as train_lib
+
+
+def resolve_config(config: ml_collections.ConfigDict,
+                   workdir: str) -> tuple[ml_collections.ConfigDict, str]:
+  """Prepares the data and fills tokenizer facts into a copy of `config`.
+
+  With the built-in default corpus the model's vocabulary size follows the
+  tokenizer; with user data a mismatch is an error (nothing is guessed).
+  """
+  config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
+  data_dir = input_pipeline.prepare_data(config, workdir)
+  metadata = input_pipeline.load_metadata(data_dir)
+  if not config.input.data_dir:
+    if config.model.vocab_size != metadata["vocab_size"]:
+      logging.info("Default corpus: model.vocab_size %d -> %d (tokenizer).",
+                   config.model.vocab_size, metadata["vocab_size"])
+    config.model.vocab_size = metadata["vocab_size"]
+  input_pipeline.check_config(config, metadata)
+  input_pipeline.apply_metadata(config, metadata)
+  config.lock()
+  return config, data_dir
+
+
+def _host_metrics(history: list[Any]) -> dict[str, float]:
+  """Sums (sum, count) pairs over steps on the host and divides."""
+  history = jax.device_get(history)
+  total = functools.reduce(
+      lambda a, b: jax.tree.map(lambda x, y: x + y, a, b), history)
+  return objective.reduce_metrics(total)
+
+
+def evaluate(p_eval, params, config, data_dir, mesh, rng) -> dict[str, float]:
+  """Held-out metrics (same batches and masks every time), with AUC."""
+  batches = input_pipeline.make_eval_iterator(
+      data_dir, batch_size=config.input.batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      max_seq_length=config.input.max_seq_length,
+      num_batches=config.eval.num_batches)
+  history, scores = [], []
+  for i, local in enumerate(batches):
+    batch = sharding.global_batch(local, mesh)
+    metrics, probs, labels = p_eval(params, batch, jax.random.fold_in(rng, i))
+    history.append(metrics)
+    if probs is not None:
+      scores.append(multihost_utils.process_allgather(
+          (probs, labels, batch["input_mask"]), tiled=True))
+  out = _host_metrics(history)
+  if scores:
+    probs, labels, mask = (np.concatenate(x) for x in zip(*scores))
+    out["disc_auc"] = objective.disc_auc(probs, labels, mask)
+  return out
+
+
+class PreemptionWatch:
+  """Turns SIGTERM/SIGINT into "save at the next step boundary and stop".
+
+  With several processes, all agree on the step: a signal seen by any
+  process (or orbax's preemption notice) stops every process at the same
+  step, which costs one tiny all-gather per step only in multi-process runs.
+  """
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning("Received %s: saving a checkpoint at the next step, "
+                    "then stopping.", signal.Signals(signum).name)
+    self._flag.set()
+
+  def should_stop(self, manager, step: int) -> bool:
+    stop = self._flag.is_set()
+    if jax.process_count() > 1:
+      stop = bool(np.any(multihost_utils.process_allgather(np.array(stop))))
+      stop = stop or manager.reached_preemption(step)
+    return stop
+
+  def close(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _due(step: int, every: int) -> bool:
+  return every > 0 and step % every == 0
+
+
+class SaveTimer:
+  """Saves every N steps, and every M minutes (decided on process 0)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self._every_steps = config.checkpoint.every_steps
+    self._seconds = config.checkpoint.every_minutes * 60
+    self._last = time.monotonic()
+
+  def due(self, step: int) -> bool:
+    due = _due(step, self._every_steps)
+    if self._seconds > 0:
+      late = time.monotonic() - self._last >= self._seconds
+      if jax.process_count() > 1:
+        late = bool(multihost_utils.broadcast_one_to_all(np.array(late)))
+      due = due or late
+    return due
+
+  def saved(self) -> None:
+    self._last = time.monotonic()
+
+
+def _check_finite(step: int, loss: float) -> None:
+  if not np.isfinite(loss):
+    raise FloatingPointError(
+        f"Non-finite loss {loss} at step {step}. Stopping; the last "
+        "checkpoint (if any) holds the last good state. Lower "
+        "optimizer.learning_rate or check the data.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> train_lib.TrainState:
+  """Pretrains ELECTRA as `config` says; logs, events and checkpoints go to
+  `workdir`. Resumes from `workdir` if it holds a checkpoint."""
+  config, data_dir = resolve_config(config, workdir)
+  mesh = sharding.make_mesh(config)
+  rules = sharding.logical_rules(config)
+  sharding.check_batch_size(config.input.batch_size, mesh)
+  logging.info("Mesh %s over %d devices (%s).", dict(mesh.shape),
+               jax.device_count(), jax.devices()[0].device_kind)
+  init_rng, step_rng, eval_rng = jax.random.split(
+      jax.random.key(config.seed), 3)
+  manager = checkpointing.make_manager(workdir, config)
+
+  with sharding.use(mesh, rules):
+    built = train_lib.build(config, mesh, rules, init_rng)
+  # Outside the mesh context: importing transformers weights traces a model
+  # on plain host arrays.
+  state, input_state = checkpointing.restore_or_initialize(
+      manager, config, built.state, built.state_shardings)
+  with sharding.use(mesh, rules):
+    # Written only after the compatibility check: a mismatch changes nothing.
+    reporting.write_config(config, workdir)
+    pretrained.save_tokenizer(
+        data_dir, input_pipeline.load_metadata(data_dir), workdir)
+    reporting.log_parameter_overview(state.params)
+    writer = reporting.MetricWriter(workdir)
+    writer.write_hparams(reporting.flat_config(config))
+    train_iter = input_pipeline.make_train_iterator(
+        data_dir, batch_size=config.input.batch_size, seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        max_seq_length=config.input.max_seq_length)
+    if input_state is not None:
+      train_iter.set_state(input_state)
+    try:
+      state = _run(config, workdir, data_dir, mesh, built, state, train_iter,
+                   manager, writer, step_rng, eval_rng)
+    finally:
+      manager.wait_until_finished()
+      manager.close()
+      train_iter.close()
+      writer.close()
+  return state
+
+
+def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
+         writer, step_rng, eval_rng):
+  """The step loop; returns the final (or preempted) state."""
+  del workdir
+  total = config.num_train_steps
+  start = int(state.step)
+  if start >= total:
+    logging.info("Already at step %d of %d; nothing to do.", start, total)
+    return state
+  batch = sharding.global_batch(next(train_iter), mesh)
+  t0 = time.perf_counter()
+  compiled = built.train_step.lower(state, batch, step_rng).compile()
+  logging.info("Compiled the train step in %.1fs.", time.perf_counter() - t0)
+  _log_memory(compiled)
+  progress = reporting.ProgressReport(
+      total,
+      tokens_per_step=config.input.batch_size * config.input.max_seq_length,
+      flops_per_step=(flops_lib.train_flops_per_sequence(config)["total"]
+                      * config.input.batch_size),
+      peak_flops_per_device=flops_lib.peak_flops())
+  progress.start(start)
+  timer, watch = SaveTimer(config), PreemptionWatch()
+  history = []
+  try:
+    for step in range(start + 1, total + 1):
+      state, metrics = compiled(state, batch, step_rng)
+      history.append(metrics)
+      last = step == total
+      input_state = train_iter.get_state()  # Where step + 1 reads from.
+      if not last:  # Fetch the next batch while the step runs.
+        batch = sharding.global_batch(next(train_iter), mesh)
+      if _due(step, config.log_every_steps) or last:
+        _log_train(step, total, history, progress, writer)
+        history = []
+      stop = watch.should_stop(manager, step)
+      if timer.due(step) or last or stop:
+        loss_sum, count = jax.device_get(metrics["loss"])
+        _check_finite(step, loss_sum / count)  # Never save a broken state.
+        checkpointing.save(manager, state, input_state, config, force=True)
+        timer.saved()
+      if _due(step, config.eval.every_steps) or last:
+        scalars = evaluate(built.eval_step, state.params, config, data_dir,
+                           mesh, eval_rng)
+        writer.write_scalars(step, {f"eval/{k}": v
+                                    for k, v in scalars.items()})
+        logging.info("eval step %d: %s", step, ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(scalars.items())))
+        progress.start(step)  # Eval time is not step time.
+      if stop:
+        logging.warning("Stopped at step %d after saving a checkpoint; "
+                        "rerun the same command to resume.", step)
+        break
+  finally:
+    watch.close()
+  return state
+
+
+def _log_train(step, total, history, progress, writer) -> None:
+  scalars = {f"train/{k}": v for k, v in _host_metrics(history).items()}
+  _check_finite(step, scalars["train/loss"])
+  scalars.update(progress.report(step))
+  writer.write_scalars(step, scalars)
+  if jax.process_index() == 0:
+    logging.info(reporting.format_line(step, total, scalars))
+
+
+def _log_memory(compiled) -> None:
+  try:
+    mem = compiled.memory_analysis()
+  except (NotImplementedError, RuntimeError):  # Not on every backend.
+    return
+  if mem is not None:
+    logging.info(
+        "Train step memory: arguments %.1f MiB, outputs %.1f MiB, temps "
+        "%.1f MiB.", mem.argument_size_in_bytes / 2**20,
+        mem.output_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20)

@@ -1,0 +1,110 @@
+"""Loading what a pretraining run produced, for export, demos and fine-tuning.
+
+A run's workdir is self-contained: `config.json` (the resolved config),
+`tokenizer/` (the tokenizer file and the data's `metadata.json`, copied at
+start) and `checkpoints/`. Params restore here on the host's default device,
+whatever mesh they were saved from.
+"""
+
+import json
+import os
+import shutil
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from electra_jax import checkpointing
+from electra_jax import convert
+from electra_jax import model as model_lib
+from electra_jax import objective
+
+TOKENIZER_DIR = "tokenizer"
+
+
+def save_tokenizer(data_dir: str, metadata: dict, workdir: str) -> None:
+  """Copies the tokenizer and data metadata into `workdir/tokenizer/`."""
+  if jax.process_index() != 0:
+    return
+  out = os.path.join(workdir, TOKENIZER_DIR)
+  os.makedirs(out, exist_ok=True)
+  shutil.copyfile(os.path.join(data_dir, metadata["tokenizer"]),
+                  os.path.join(out, metadata["tokenizer"]))
+  with open(os.path.join(out, "metadata.json"), "w") as f:
+    json.dump(metadata, f, indent=2, sort_keys=True)
+
+
+def tokenizer_path(workdir: str) -> str:
+  """The tokenizer file of a run (a sentencepiece .model or vocab.txt)."""
+  meta_file = os.path.join(workdir, TOKENIZER_DIR, "metadata.json")
+  if not os.path.exists(meta_file):
+    raise FileNotFoundError(f"{meta_file}: missing; is {workdir} the workdir "
+                            "of an electra_jax pretraining run?")
+  with open(meta_file) as f:
+    name = json.load(f)["tokenizer"]
+  return os.path.join(workdir, TOKENIZER_DIR, name)
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: missing; is {workdir} the workdir of "
+                            "an electra_jax pretraining run?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_params(workdir: str, step: int | None = None
+                   ) -> tuple[ml_collections.ConfigDict, dict, int]:
+  """(config, pretraining params, step) from a run's checkpoint."""
+  config = load_run_config(workdir)
+  manager = checkpointing.make_manager(workdir, config, read_only=True)
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(
+        f"{checkpointing.checkpoint_dir(workdir)}: no complete checkpoint.")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise ValueError(f"No checkpoint for step {step} in {workdir}; "
+                     f"available: {sorted(steps)}.")
+  model = model_lib.pretraining_model(config)
+  length = config.input.max_seq_length
+  n = objective.max_predictions_per_seq(config.objective.mask_prob, length)
+  ids = jax.numpy.zeros((1, length), jax.numpy.int32)
+  abstract = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), ids, ids, ids, ids[:, :n]))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+      model_lib.nn.unbox(abstract["params"]))
+  params = manager.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(abstract)))["params"]
+  manager.close()
+  return config, params, step
+
+
+def load_discriminator(path: str) -> tuple[model_lib.ModelConfig, Any]:
+  """The discriminator's config and params, for fine-tuning.
+
+  Args:
+    path: an electra_jax workdir (its latest checkpoint), an export
+      directory (with `discriminator/`), or a transformers ELECTRA
+      discriminator directory.
+
+  Returns:
+    (ModelConfig, params {"embeddings", "discriminator"}); the generator and
+    the optimizer state are dropped.
+  """
+  if os.path.isdir(checkpointing.checkpoint_dir(path)):
+    config, params, _ = restore_params(path)
+    if "discriminator" not in params:
+      raise ValueError(f"{path}: an MLM-only run has no discriminator.")
+    return (model_lib.discriminator_config(config),
+            model_lib.discriminator_params(params))
+  if os.path.isdir(os.path.join(path, "discriminator")):
+    path = os.path.join(path, "discriminator")
+  module, params = convert.load_transformers(path)
+  if not isinstance(module, model_lib.ElectraDiscriminator):
+    raise ValueError(f"{path}: a generator checkpoint, not a discriminator.")
+  return module.cfg, params

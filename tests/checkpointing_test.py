@@ -1,0 +1,183 @@
+"""Checkpoints: exact resume, killed saves, other meshes, mismatches, init."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from electra_jax import checkpointing
+from electra_jax import loop
+from electra_jax import pretrained
+from tests import model_test
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("default_data"))
+
+
+def tiny_config(cache, steps=6):
+  config = model_test.load_config("tiny")
+  config.input.default_data_cache = cache
+  config.input.default_corpus_bytes = 300_000
+  config.input.default_vocab_size = 1000
+  config.input.batch_size = 8
+  config.input.max_seq_length = 32
+  config.num_train_steps = steps
+  config.log_every_steps = 1
+  config.checkpoint.every_steps = 2
+  config.checkpoint.every_minutes = 0.0
+  config.eval.every_steps = 0
+  config.eval.num_batches = 1
+  return config
+
+
+def final_params(workdir):
+  _, params, step = pretrained.restore_params(str(workdir))
+  return jax.device_get(params), step
+
+
+def assert_bitwise_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_cache):
+  workdir = tmp_path_factory.mktemp("full")
+  loop.train_and_evaluate(tiny_config(data_cache), str(workdir))
+  return workdir
+
+
+def test_preempted_run_resumes_bitwise(tmp_path, data_cache, uninterrupted,
+                                       monkeypatch):
+  """Stopped at step 3 (as a signal would), resumed to 6: equal params."""
+  original = loop.PreemptionWatch.should_stop
+  monkeypatch.setattr(loop.PreemptionWatch, "should_stop",
+                      lambda self, m, step: step == 3 or original(self, m,
+                                                                  step))
+  loop.train_and_evaluate(tiny_config(data_cache), str(tmp_path))
+  monkeypatch.undo()
+  assert final_params(tmp_path)[1] == 3
+  input_state = json.loads(
+      (tmp_path / "checkpoints" / "3" / "input" / "metadata").read_text())
+  assert input_state["batch_index"] == 3  # The next batch to read.
+  loop.train_and_evaluate(tiny_config(data_cache), str(tmp_path))
+  resumed, step = final_params(tmp_path)
+  want, want_step = final_params(uninterrupted)
+  assert step == want_step == 6
+  assert_bitwise_equal(resumed, want)
+
+
+def test_resume_on_another_mesh_gives_the_same_params(tmp_path, data_cache,
+                                                      uninterrupted):
+  shutil.copytree(uninterrupted, tmp_path / "run")
+  config = tiny_config(data_cache)
+  config.sharding.mesh_data = 1
+  config.sharding.mesh_fsdp = -1  # Saved data-parallel, restored FSDP.
+  resolved, _ = loop.resolve_config(config, str(tmp_path))
+  from electra_jax import sharding, train  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh(resolved)
+  rules = sharding.logical_rules(resolved)
+  with sharding.use(mesh, rules):
+    built = train.build(resolved, mesh, rules, jax.random.key(9))
+    manager = checkpointing.make_manager(str(tmp_path / "run"), resolved)
+    state, input_state = checkpointing.restore_or_initialize(
+        manager, resolved, built.state, built.state_shardings)
+    manager.close()
+  assert int(state.step) == 6 and input_state["batch_index"] == 6
+  kernel = state.params["discriminator"]["encoder"]["layer_0"]["query"][
+      "kernel"]
+  assert kernel.sharding.spec[0] == "fsdp"
+  assert kernel.addressable_shards[0].data.shape[0] == kernel.shape[0] // 8
+  assert_bitwise_equal(jax.device_get(state.params),
+                       final_params(uninterrupted)[0])
+
+
+def test_incomplete_save_is_never_resumed(tmp_path, data_cache,
+                                          uninterrupted):
+  run = tmp_path / "run"
+  shutil.copytree(uninterrupted, run)
+  # A save killed midway leaves orbax's temporary directory behind.
+  partial = run / "checkpoints" / "8.orbax-checkpoint-tmp"
+  shutil.copytree(run / "checkpoints" / "6", partial)
+  (partial / "params" / "manifest.ocdbt").write_bytes(b"truncated")
+  config = tiny_config(data_cache, steps=8)
+  manager = checkpointing.make_manager(str(run), config)
+  assert manager.latest_step() == 6
+  manager.close()
+
+
+def test_mismatched_config_fails_and_changes_nothing(tmp_path, data_cache,
+                                                     uninterrupted):
+  run = tmp_path / "run"
+  shutil.copytree(uninterrupted, run)
+  before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+  config = tiny_config(data_cache, steps=8)
+  config.model.hidden_size = 96
+  with pytest.raises(ValueError, match="model.hidden_size: checkpoint 64, "
+                     "config 96"):
+    loop.train_and_evaluate(config, str(run))
+  after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+  assert before == after
+
+
+def test_init_from_another_run_and_from_an_export(tmp_path, data_cache,
+                                                  uninterrupted):
+  want, _ = final_params(uninterrupted)
+  config = tiny_config(data_cache, steps=1)
+  config.init_from = str(uninterrupted)
+  config.optimizer.learning_rate = 0.0  # The one step must change nothing.
+  loop.train_and_evaluate(config, str(tmp_path / "a"))
+  got, step = final_params(tmp_path / "a")
+  assert step == 1  # A new run: step, optimizer and data start fresh.
+  assert_bitwise_equal(got, want)
+
+  from electra_jax import export  # pylint: disable=g-import-not-at-top
+  export.export(str(uninterrupted), str(tmp_path / "export"))
+  config.init_from = str(tmp_path / "export")
+  loop.train_and_evaluate(config, str(tmp_path / "b"))
+  got, _ = final_params(tmp_path / "b")
+  assert_bitwise_equal(got, want)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, data_cache):
+  """A real signal to a real run: it saves at a step boundary and exits 0;
+  the rerun finishes from there."""
+  args = [sys.executable, "-m", "electra_jax.main",
+          "--config=configs/tiny.py", f"--workdir={tmp_path}",
+          f"--config.input.default_data_cache={data_cache}",
+          "--config.input.default_corpus_bytes=300000",
+          "--config.input.default_vocab_size=1000",
+          "--config.input.batch_size=8", "--config.input.max_seq_length=32",
+          "--config.num_train_steps=100000", "--config.log_every_steps=1",
+          "--config.eval.every_steps=0", "--config.checkpoint.every_steps=0",
+          "--config.checkpoint.every_minutes=0"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE,
+                          text=True)
+  deadline = time.time() + 300
+  for line in proc.stderr:
+    if "step 2/100000" in line or time.time() > deadline:
+      break
+  proc.send_signal(signal.SIGTERM)
+  rest = proc.stderr.read()
+  assert proc.wait(timeout=120) == 0, rest[-3000:]
+  assert "Received SIGTERM" in rest and "Stopped at step" in rest
+  manager = checkpointing.make_manager(str(tmp_path), tiny_config(data_cache),
+                                       read_only=True)
+  step = manager.latest_step()
+  assert step is not None and step >= 2
+  restored = manager.restore(step, args=ocp.args.Composite(
+      input=ocp.args.JsonRestore()))
+  assert restored["input"]["batch_index"] == step
