@@ -31,20 +31,29 @@ def main(argv):
                          "Overrides look like --config.input.batch_size=8.")
   reporting.quiet_library_logs()
   _hide_accelerators_from_tensorflow()  # tfds may import TF.
-  if _is_multiprocess():
-    jax.distributed.initialize()
+  _initialize_distributed()
   logging.info("JAX process %d/%d, %d local / %d global devices.",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
   loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
-def _is_multiprocess() -> bool:
-  """Multi-host runs set a coordinator (or run on a TPU pod / Slurm)."""
+def _initialize_distributed() -> None:
+  """Joins a multi-process run; a single process needs nothing.
+
+  Explicit: JAX_COORDINATOR_ADDRESS (host:port), JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID (launch/local_multiprocess.sh sets them). Cloud TPU pod
+  slices and Slurm jobs are detected by `jax.distributed.initialize()`.
+  """
   env = os.environ
-  return bool(env.get("JAX_COORDINATOR_ADDRESS")
-              or env.get("SLURM_NTASKS", "1") != "1"
-              or env.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0)
+  if env.get("JAX_COORDINATOR_ADDRESS") and env.get("JAX_NUM_PROCESSES"):
+    jax.distributed.initialize(
+        coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+        num_processes=int(env["JAX_NUM_PROCESSES"]),
+        process_id=int(env["JAX_PROCESS_ID"]))
+  elif (int(env.get("SLURM_NTASKS", "1")) > 1
+        or env.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0):
+    jax.distributed.initialize()  # Auto-detected cluster.
 
 
 def _hide_accelerators_from_tensorflow() -> None:
