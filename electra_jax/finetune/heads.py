@@ -1,0 +1,169 @@
+"""Task models: the pretrained ELECTRA encoder plus a freshly initialised head.
+
+`TaskModel` reuses `model.Embeddings` and `model.Encoder` under the same
+module names as the discriminator, so its params are
+
+  {"embeddings": ...,            <- pretrained["embeddings"]
+   "encoder": ...,               <- pretrained["discriminator"]["encoder"]
+   "head": ...}                  <- new (one of the heads below)
+
+and restoring is a copy of two subtrees (`merge_pretrained`); the
+discriminator's replaced-token head (`discriminator/head_*`) is dropped.
+
+Heads (all logits in float32, whatever the compute dtype):
+
+  classification/regression, "official" (google-research/electra
+    `classification_tasks.py`): [CLS] -> dropout -> dense(num_outputs).
+  classification/regression, "transformers" (`ElectraClassificationHead`):
+    [CLS] -> dropout -> dense(H) -> GELU -> dropout -> dense(num_outputs).
+  tagging: every token -> dropout -> dense(num_tags).
+  qa: every token -> dense(2): start and end logits, no dropout (BERT's and
+    transformers' `ElectraForQuestionAnswering`; the reference's joint
+    end-given-start prediction and answerability classifier are not
+    implemented: SQuAD 2.0 no-answer uses the [CLS] span score).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from electra_jax import model as model_lib
+
+Array = jax.Array
+KINDS = ("classification", "regression", "tagging", "qa")
+HEAD_STYLES = ("official", "transformers")
+
+
+def _dense(cfg: model_lib.ModelConfig, features: int,
+           names: tuple[str | None, str | None], name: str) -> nn.Dense:
+  init = nn.initializers.truncated_normal(cfg.initializer_range)
+  return nn.Dense(
+      features, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+      kernel_init=nn.with_logical_partitioning(init, names),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                             (names[1],)),
+      name=name)
+
+
+class SequenceHead(nn.Module):
+  """Classification or regression from the [CLS] vector."""
+
+  cfg: model_lib.ModelConfig
+  num_outputs: int
+  style: str = "official"
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool) -> Array:
+    """[batch, length, H] -> [batch, num_outputs] float32."""
+    cfg = self.cfg
+    dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    x = x[:, 0]  # [B, H]: the [CLS] token; ELECTRA has no pooler.
+    if self.style == "transformers":
+      x = dropout(x, deterministic=deterministic)
+      x = model_lib.gelu(_dense(cfg, cfg.hidden_size, ("embed", "mlp"),
+                                "dense")(x))
+    x = dropout(x, deterministic=deterministic)
+    in_axis = "mlp" if self.style == "transformers" else "embed"
+    x = _dense(cfg, self.num_outputs, (in_axis, None), "output")(x)
+    return x.astype(jnp.float32)
+
+
+class TokenHead(nn.Module):
+  """Per-token logits: tagging (with dropout) or span start/end (without)."""
+
+  cfg: model_lib.ModelConfig
+  num_outputs: int
+  dropout: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool) -> Array:
+    """[batch, length, H] -> [batch, length, num_outputs] float32."""
+    if self.dropout:
+      x = nn.Dropout(self.cfg.hidden_dropout_prob)(
+          x, deterministic=deterministic)
+    x = _dense(self.cfg, self.num_outputs, ("embed", None), "output")(x)
+    return x.astype(jnp.float32)
+
+
+class TaskModel(nn.Module):
+  """ELECTRA encoder + task head.
+
+  Outputs by `kind`: classification [B, num_labels] logits; regression [B]
+  scores; tagging [B, T, num_labels] logits; qa [B, T, 2] start/end logits.
+  """
+
+  cfg: model_lib.ModelConfig
+  kind: str
+  num_labels: int = 1
+  head_style: str = "official"
+
+  def setup(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"Unknown task kind {self.kind!r}; expected one of "
+                       f"{', '.join(KINDS)}.")
+    if self.head_style not in HEAD_STYLES:
+      raise ValueError(f"Unknown head {self.head_style!r}; expected one of "
+                       f"{', '.join(HEAD_STYLES)}.")
+    self.embeddings = model_lib.Embeddings(self.cfg)
+    self.encoder = model_lib.Encoder(self.cfg)
+    if self.kind in ("classification", "regression"):
+      outputs = self.num_labels if self.kind == "classification" else 1
+      self.head = SequenceHead(self.cfg, outputs, self.head_style)
+    elif self.kind == "tagging":
+      self.head = TokenHead(self.cfg, self.num_labels)
+    else:
+      self.head = TokenHead(self.cfg, 2, dropout=False)
+
+  def __call__(self, input_ids: Array, input_mask: Array, segment_ids: Array,
+               deterministic: bool = True) -> Array:
+    """[batch, length] int ids, mask and segments -> task outputs."""
+    x = self.embeddings(input_ids, segment_ids, deterministic)
+    x = self.encoder(x, input_mask, deterministic)  # [B, T, H]
+    out = self.head(x, deterministic)
+    return out[:, 0] if self.kind == "regression" else out
+
+
+def pretrained_subtrees(discriminator_params: Any) -> dict[str, Any]:
+  """The task-model subtrees held by discriminator params.
+
+  Args:
+    discriminator_params: `{"embeddings", "discriminator"}` as an
+      `ElectraDiscriminator` (or `model.discriminator_params` of a
+      pretraining run) has them.
+
+  Returns:
+    `{"embeddings": ..., "encoder": ...}`; the replaced-token head is
+    dropped.
+  """
+  missing = {"embeddings", "discriminator"} - set(discriminator_params)
+  if missing:
+    raise ValueError(f"Pretrained params lack {sorted(missing)}; expected "
+                     "an ElectraDiscriminator's {embeddings, discriminator} "
+                     f"but got {sorted(discriminator_params)}.")
+  return {"embeddings": discriminator_params["embeddings"],
+          "encoder": discriminator_params["discriminator"]["encoder"]}
+
+
+def check_compatible(task_params: Any, subtrees: dict[str, Any]) -> None:
+  """Raises ValueError unless `subtrees` fit the task model leaf for leaf."""
+  for key, tree in subtrees.items():
+    want = jax.tree_util.tree_flatten_with_path(task_params[key])[0]
+    got = jax.tree_util.tree_flatten_with_path(tree)[0]
+    want_shapes = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in want}
+    got_shapes = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in got}
+    if want_shapes != got_shapes:
+      diff = sorted(set(want_shapes.items()) ^ set(got_shapes.items()))
+      raise ValueError(
+          f"Pretrained {key} params do not fit the task model (differences, "
+          f"(path, shape): {diff[:4]}{' ...' if len(diff) > 4 else ''}). "
+          "The model config must be the checkpoint's.")
+
+
+def merge_pretrained(task_params: Any, subtrees: dict[str, Any]) -> Any:
+  """Task params with `embeddings` and `encoder` replaced by `subtrees`.
+
+  Pure: the head keeps its fresh initialisation; nothing else changes.
+  """
+  return {**task_params, **subtrees}

@@ -1,0 +1,185 @@
+"""Where fine-tuning starts and what it leaves behind.
+
+In (`resolve`): the pretrained discriminator (`pretrained.load_discriminator`:
+a pretraining workdir, an export or a transformers directory), its
+architecture, and the tokenizer stored with it (`find_tokenizer`). Out
+(`save_task`): a self-contained fine-tuned workdir that predict mode reads
+without `init_from` (`load_task`):
+
+  workdir/
+    config.json          the resolved config (architecture of the checkpoint)
+    task.json            model config, label names, tokenizer file name
+    vocab.txt | tokenizer.model   a copy of the tokenizer
+    trial_<k>/checkpoints/<step>/  params of trial k's best eval step (Orbax)
+    trial_<k>/events...  TensorBoard
+    results.json         per-trial metrics and mean/median/std
+"""
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+from typing import Any
+
+from absl import logging
+import jax.numpy as jnp
+import jax
+import ml_collections
+
+from electra_jax import model as model_lib
+from electra_jax import pretrained
+from electra_jax import tokenization
+from electra_jax.finetune import data as data_lib
+from electra_jax.finetune import heads
+from electra_jax.finetune import tasks
+
+TASK_FILE = "task.json"
+# Tokenizer file names looked for next to a pretrained model, in order.
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.model")
+
+
+def find_tokenizer(config: ml_collections.ConfigDict) -> str:
+  """`config.tokenizer`, else the tokenizer stored with `config.init_from`.
+
+  Looks for `vocab.txt` or a sentencepiece `.model` in the init_from
+  directory (a transformers directory) or its `discriminator/` (an
+  export), then in a pretraining workdir's `tokenizer/`.
+  """
+  if config.tokenizer:
+    return config.tokenizer
+  path = config.init_from
+  if not path:
+    raise ValueError("No tokenizer: set --config.tokenizer to a vocab.txt or "
+                     "sentencepiece .model (or --config.init_from to a "
+                     "directory that holds one).")
+  found = []
+  for directory in (path, os.path.join(path, "discriminator")):
+    found += [os.path.join(directory, n) for n in TOKENIZER_FILES
+              if os.path.isfile(os.path.join(directory, n))]
+    found += sorted(glob.glob(os.path.join(directory, "*.model")))
+  if not found:
+    try:
+      found.append(pretrained.tokenizer_path(path))
+    except FileNotFoundError:
+      pass
+  if not found:
+    raise FileNotFoundError(
+        f"No tokenizer (vocab.txt or a sentencepiece .model) in {path}; set "
+        "--config.tokenizer.")
+  return found[0]
+
+
+ARCHITECTURE = ("vocab_size", "embedding_size", "hidden_size",
+                "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "max_position_embeddings",
+                "type_vocab_size", "layer_norm_eps")
+
+
+def adopt_architecture(config: ml_collections.ConfigDict,
+                       checkpoint: model_lib.ModelConfig) -> None:
+  """Sets `config.model`'s architecture fields to the checkpoint's (in
+  place, on an unlocked copy); dropout, dtypes and attention stay the
+  config's. Logs every field that changes."""
+  for name in ARCHITECTURE:
+    value = getattr(checkpoint, name)
+    if config.model[name] != value:
+      logging.info("model.%s: %s -> %s (from the checkpoint).", name,
+                   config.model[name], value)
+      config.model[name] = value
+
+
+@dataclasses.dataclass
+class Task:
+  """Everything a run needs, resolved once from the config."""
+
+  config: ml_collections.ConfigDict  # Resolved and locked.
+  spec: tasks.TaskSpec
+  cfg: model_lib.ModelConfig
+  labels: list[str]
+  tokenizer: tokenization.Tokenizer
+  pretrained: dict | None  # {"embeddings", "encoder"} numpy subtrees.
+
+  @property
+  def model(self) -> heads.TaskModel:
+    return heads.TaskModel(self.cfg, self.spec.kind, max(len(self.labels), 1),
+                           self.config.head)
+
+
+def resolve(config: ml_collections.ConfigDict,
+            train_examples: list[Any] | None = None) -> Task:
+  """Loads the pretrained model and tokenizer, and fills the checkpoint's
+  architecture and the tokenizer path into a locked copy of `config`.
+
+  Args:
+    config: the fine-tuning config.
+    train_examples: training examples, to read label names from when
+      neither the config nor the task names them.
+
+  Returns:
+    The resolved `Task`; its `pretrained` is None without `init_from`.
+  """
+  spec = tasks.get_task(config.task)
+  config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
+  subtrees = None
+  if config.init_from:
+    pre_cfg, params = pretrained.load_discriminator(config.init_from)
+    adopt_architecture(config, pre_cfg)
+    subtrees = jax.device_get(heads.pretrained_subtrees(params))
+  else:
+    logging.warning("No --config.init_from: fine-tuning from random init.")
+  tok_path = find_tokenizer(config)
+  config.tokenizer = tok_path
+  tok = tokenization.load_tokenizer(tok_path, lowercase=config.lowercase)
+  if tok.vocab_size > config.model.vocab_size:
+    raise ValueError(f"Tokenizer {tok_path} has {tok.vocab_size} ids but the "
+                     f"model only {config.model.vocab_size} embeddings.")
+  labels = data_lib.label_names(config, spec, train_examples or [])
+  config.lock()
+  return Task(config, spec, model_lib.discriminator_config(config), labels,
+              tok, subtrees)
+
+
+def save_task(workdir: str, task: Task) -> None:
+  """Writes `task.json` and a copy of the tokenizer into `workdir`."""
+  os.makedirs(workdir, exist_ok=True)
+  source = task.config.tokenizer
+  name = "vocab.txt" if source.endswith(".txt") else "tokenizer.model"
+  target = os.path.join(workdir, name)
+  if os.path.abspath(source) != os.path.abspath(target):
+    shutil.copyfile(source, target)
+  fields = {k: (str(jnp.dtype(v)) if k in ("dtype", "param_dtype") else v)
+            for k, v in dataclasses.asdict(task.cfg).items()}
+  with open(os.path.join(workdir, TASK_FILE), "w") as f:
+    json.dump({"task": task.spec.name, "head": task.config.head,
+               "labels": task.labels, "tokenizer": name, "model": fields},
+              f, indent=2)
+
+
+def load_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
+  """The `Task` a fine-tuned workdir was trained as (for predict mode).
+
+  The model config, head, labels and tokenizer are the saved ones; data
+  and batch settings are `config`'s.
+  """
+  path = os.path.join(workdir, TASK_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} is missing: predict mode needs a workdir "
+                            "that fine-tuning (mode=train) wrote.")
+  with open(path) as f:
+    saved: dict[str, Any] = json.load(f)
+  spec = tasks.get_task(config.task)
+  if saved["task"] != spec.name:
+    raise ValueError(f"{workdir} was fine-tuned on {saved['task']}, not "
+                     f"{config.task}.")
+  fields = dict(saved["model"])
+  fields["dtype"] = jnp.dtype(fields["dtype"])
+  fields["param_dtype"] = jnp.dtype(fields["param_dtype"])
+  config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
+  config.head = saved["head"]
+  config.tokenizer = os.path.join(workdir, saved["tokenizer"])
+  config.lock()
+  tok = tokenization.load_tokenizer(config.tokenizer,
+                                    lowercase=config.lowercase)
+  return Task(config, spec, model_lib.ModelConfig(**fields), saved["labels"],
+              tok, None)

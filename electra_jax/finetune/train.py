@@ -1,0 +1,402 @@
+"""Fine-tuning: the sharded train/eval steps, epochs, trials and predict mode.
+
+  python -m electra_jax.finetune --config=configs/finetune.py:task=sst2 \
+      --workdir=runs/sst2 --config.init_from=PATH
+
+Per trial (seed `config.seed + k`): the task model is built sharded (shapes
+-> shardings -> jitted init that copies the pretrained encoder in), trained
+for `num_train_epochs` with the pretraining optimizer plus layer-wise LR
+decay, and evaluated after every epoch; the params of the best evaluation
+are kept (a device copy) and checkpointed with Orbax when the trial ends.
+`results.json` holds every trial's best and final metrics and their
+mean/median/std. Predict mode restores the best
+trial's best params and writes `predictions.jsonl` for unlabeled data.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Any, Callable
+
+from absl import logging
+import flax.linen as nn
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from electra_jax import objective
+from electra_jax import reporting
+from electra_jax import sharding
+from electra_jax.finetune import data as data_lib
+from electra_jax.finetune import features
+from electra_jax.finetune import heads
+from electra_jax.finetune import lr_decay
+from electra_jax.finetune import restore
+from electra_jax.finetune import tasks
+from electra_jax.train import TrainState
+
+Batch = dict[str, jax.Array]
+
+
+def task_loss(kind: str, outputs: jax.Array, batch: Batch):
+  """(sum of per-example losses, number of scored examples or tokens).
+
+  Classification and tagging: cross-entropy (tagging over labelled tokens);
+  regression: squared error; qa: mean of the start and end cross-entropies
+  over the unpadded positions. Rows with `weight` 0 do not count.
+  """
+  w = batch["weight"]
+  if kind == "regression":
+    return jnp.sum(jnp.square(outputs - batch["label"]) * w), jnp.sum(w)
+  if kind == "classification":
+    logp = jax.nn.log_softmax(outputs)
+    nll = -jnp.take_along_axis(logp, batch["label"][:, None], -1)[:, 0]
+    return jnp.sum(nll * w), jnp.sum(w)
+  if kind == "tagging":
+    labels = batch["labels"]  # [B, T], -1 where not scored.
+    valid = (labels >= 0) * w[:, None]
+    logp = jax.nn.log_softmax(outputs)
+    nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None],
+                               -1)[..., 0]
+    return jnp.sum(nll * valid), jnp.sum(valid)
+  mask = batch["input_mask"].astype(bool)[..., None]  # [B, T, 1]
+  logp = jax.nn.log_softmax(jnp.where(mask, outputs, -1e9), axis=1)
+  start = jnp.take_along_axis(logp[..., 0], batch["start_positions"][:, None],
+                              1)[:, 0]
+  end = jnp.take_along_axis(logp[..., 1], batch["end_positions"][:, None],
+                            1)[:, 0]
+  return jnp.sum(-(start + end) / 2 * w), jnp.sum(w)
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
+               model: heads.TaskModel, schedule: optax.Schedule):
+  """One optimizer step; dropout keys come from `fold_in(rng, step)`."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    out = model.apply({"params": params}, batch["input_ids"],
+                      batch["input_mask"], batch["segment_ids"],
+                      deterministic=False, rngs={"dropout": dropout_rng})
+    total, count = task_loss(model.kind, out, batch)
+    return total / jnp.maximum(count, 1e-6), (total, count)
+
+  grads, (total, count) = jax.grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  one = jnp.ones((), jnp.float32)
+  metrics = {"loss": (total, count),
+             "learning_rate": (schedule(state.step).astype(jnp.float32), one),
+             "grad_norm": (optax.tree.norm(grads), one)}
+  return state.replace(step=state.step + 1,
+                       params=optax.apply_updates(state.params, updates),
+                       opt_state=opt_state), metrics
+
+
+def eval_step(params: Any, batch: Batch, *, model: heads.TaskModel):
+  """Task outputs without dropout, float32."""
+  return model.apply({"params": params}, batch["input_ids"],
+                     batch["input_mask"], batch["segment_ids"])
+
+
+@dataclasses.dataclass
+class Steps:
+  """The sharded initial-state builder and the jitted steps."""
+
+  init: Callable[..., TrainState] | None
+  train: Callable[..., Any] | None
+  eval: Callable[..., jax.Array]
+  copy: Callable[[Any], Any]  # Params -> a copy that outlives donation.
+  param_shardings: Any
+  abstract_params: Any
+
+
+def _init_params(rng, *, model, length):
+  ids = jnp.ones((1, length), jnp.int32)
+  return model.init(rng, ids, ids, ids)["params"]
+
+
+def _create_state(rng, pretrained, *, model, length, tx) -> TrainState:
+  params = nn.unbox(_init_params(rng, model=model, length=length))
+  if pretrained is not None:
+    pretrained = jax.tree.map(lambda new, old: old.astype(new.dtype),
+                              {k: params[k] for k in pretrained}, pretrained)
+    params = heads.merge_pretrained(params, pretrained)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params), tx=tx)
+
+
+def build_steps(task: restore.Task, mesh, rules,
+                num_train_steps: int | None) -> Steps:
+  """Shardings from shapes alone, then the jitted init, train and eval.
+
+  With `num_train_steps` None only the eval step is built (predict mode).
+  Call under `sharding.use(mesh, rules)`.
+  """
+  model, length = task.model, task.config.max_seq_length
+  init = functools.partial(_init_params, model=model, length=length)
+  boxed = jax.eval_shape(init, jax.random.key(0))
+  param_sh = sharding.tree_shardings(boxed, mesh, rules)
+  abstract = jax.eval_shape(lambda r: nn.unbox(init(r)), jax.random.key(0))
+  replicated = NamedSharding(mesh, P())
+  batch_sh = sharding.batch_sharding(mesh)
+  p_eval = jax.jit(functools.partial(eval_step, model=model),
+                   in_shardings=(param_sh, batch_sh), out_shardings=batch_sh)
+  p_copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
+                   in_shardings=(param_sh,), out_shardings=param_sh)
+  if num_train_steps is None:
+    return Steps(None, None, p_eval, p_copy, param_sh, abstract)
+  tx, schedule = lr_decay.create_optimizer(
+      task.config, abstract, task.cfg.num_hidden_layers, num_train_steps)
+  create = functools.partial(_create_state, model=model, length=length, tx=tx)
+  state_abstract = jax.eval_shape(create, jax.random.key(0), None)
+  opt_sh = optax.tree_map_params(
+      tx, lambda _, s: s, state_abstract.opt_state, param_sh,
+      transform_non_params=lambda _: replicated)
+  state_sh = TrainState(step=replicated, params=param_sh, opt_state=opt_sh,
+                        tx=tx)
+  pre_sh = None
+  if task.pretrained is not None:
+    heads.check_compatible(abstract, task.pretrained)
+    pre_sh = {k: param_sh[k] for k in task.pretrained}
+  p_init = jax.jit(create, in_shardings=(replicated, pre_sh),
+                   out_shardings=state_sh)
+  p_train = jax.jit(functools.partial(train_step, model=model,
+                                      schedule=schedule),
+                    in_shardings=(state_sh, batch_sh, replicated),
+                    out_shardings=(state_sh, replicated), donate_argnums=0)
+  return Steps(p_init, p_train, p_eval, p_copy, param_sh, abstract)
+
+
+def _place(tree: Any, shardings: Any) -> Any:
+  """Host (numpy) arrays -> global arrays; works on any number of hosts."""
+  def one(x, sh):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
+  return jax.tree.map(one, tree, shardings)
+
+
+def _device_batch(batch: dict[str, np.ndarray], kind: str, mesh) -> Batch:
+  local = features.local_slice(
+      {k: batch[k] for k in data_lib.device_keys(kind)},
+      jax.process_index(), jax.process_count())
+  return sharding.global_batch(local, mesh)
+
+
+def run_outputs(steps: Steps, params: Any, split: data_lib.Split, kind: str,
+                batch_size: int, mesh) -> np.ndarray:
+  """Task outputs for every row of `split`, gathered on every host."""
+  outs = []
+  for batch in features.eval_batches(split.arrays, batch_size):
+    out = steps.eval(params, _device_batch(batch, kind, mesh))
+    outs.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
+  return np.concatenate(outs)[:split.num_rows]
+
+
+def evaluate(task: restore.Task, steps: Steps, params: Any,
+             split: data_lib.Split,
+             mesh) -> tuple[dict[str, float], list[dict[str, Any]]]:
+  """(metrics, prediction records) on a labelled split."""
+  outputs = run_outputs(steps, params, split, task.spec.kind,
+                        task.config.eval_batch_size, mesh)
+  records = data_lib.predict(task.config, task.spec, task.labels, split,
+                             outputs)
+  return data_lib.score(task.spec, task.labels, split, records), records
+
+
+def num_train_steps(config: ml_collections.ConfigDict, num_rows: int) -> int:
+  """`num_train_epochs` (may be fractional) of `batch_size` batches."""
+  per_epoch = features.steps_per_epoch(num_rows, config.batch_size)
+  return max(1, math.ceil(config.num_train_epochs * per_epoch))
+
+
+def _host_metrics(history) -> dict[str, float]:
+  total = jax.tree.map(lambda *x: sum(x), *jax.device_get(history))
+  return objective.reduce_metrics(total)
+
+
+def run_trial(trial: int, task: restore.Task, steps: Steps,
+              train: data_lib.Split, dev: data_lib.Split, workdir: str,
+              mesh) -> dict[str, Any]:
+  """Trains one seed; checkpoints the best evaluation's params."""
+  config, kind = task.config, task.spec.kind
+  main = task.spec.metrics[0]
+  seed = config.seed + trial
+  init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
+  pretrained = (None if task.pretrained is None else
+                _place(task.pretrained,
+                       {k: steps.param_shardings[k] for k in task.pretrained}))
+  state = steps.init(init_rng, pretrained)
+  if trial == 0:
+    reporting.log_parameter_overview(state.params)
+  trial_dir = os.path.join(workdir, f"trial_{trial}")
+  writer = reporting.MetricWriter(trial_dir)
+  total = num_train_steps(config, train.num_rows)
+  evals, history, step, epoch = [], [], 0, 0
+  best = None  # (step, params copy, scores) of the best evaluation so far.
+  while step < total:
+    for batch in features.train_batches(train.arrays, config.batch_size, seed,
+                                        epoch):
+      state, metrics = steps.train(state, _device_batch(batch, kind, mesh),
+                                   dropout_rng)
+      history.append(metrics)
+      step += 1
+      if step % config.log_every_steps == 0 or step == total:
+        scalars = {f"train/{k}": v for k, v in _host_metrics(history).items()}
+        history = []
+        if not np.isfinite(scalars["train/loss"]):
+          raise FloatingPointError(f"Non-finite loss at step {step}; lower "
+                                   "optimizer.learning_rate.")
+        writer.write_scalars(step, scalars)
+        logging.info("trial %d step %d/%d: loss %.4f, lr %.2e", trial, step,
+                     total, scalars["train/loss"],
+                     scalars["train/learning_rate"])
+      if step == total:
+        break
+    epoch += 1
+    scores, _ = evaluate(task, steps, state.params, dev, mesh)
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+    logging.info("trial %d epoch %d step %d: %s", trial, epoch, step,
+                 ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items())))
+    if best is None or scores[main] > best[2][main]:
+      # A device copy: `state` is donated to the next step. One save per
+      # trial keeps checkpoint I/O out of the loop.
+      best = (step, steps.copy(state.params), scores)
+    evals.append((step, scores))
+  writer.close()
+  save_params(trial_dir, best[0], best[1], best[2])
+  return {"trial": trial, "seed": seed, "best_step": best[0],
+          "best": best[2], "final": evals[-1][1],
+          "evals": [{"step": s, **m} for s, m in evals]}
+
+
+def _manager(trial_dir: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(trial_dir), "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=1))
+
+
+def save_params(trial_dir: str, step: int, params: Any,
+                scores: dict[str, float]) -> None:
+  """Checkpoints a trial's best params (Orbax, all processes take part)."""
+  manager = _manager(trial_dir)
+  manager.save(step, args=ocp.args.StandardSave(params), metrics=scores)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def restore_params(steps: Steps, trial_dir: str, step: int | None = None):
+  """Params of a trial's best (or given) checkpointed step."""
+  manager = _manager(trial_dir)
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"No checkpoint under {trial_dir}.")
+  target = jax.tree.map(
+      lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+      steps.abstract_params, steps.param_shardings)
+  params = manager.restore(step, args=ocp.args.StandardRestore(target))
+  manager.close()
+  return params
+
+
+def _mesh(config):
+  mesh = sharding.make_mesh(config)
+  for size in (config.batch_size, config.eval_batch_size):
+    sharding.check_batch_size(size, mesh)
+  return mesh, sharding.logical_rules(config)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Fine-tunes `config.num_trials` seeds; returns (and writes) results."""
+  if os.path.exists(os.path.join(workdir, restore.TASK_FILE)):
+    raise FileExistsError(f"{workdir} already holds a fine-tuning run; pass "
+                          "a new --workdir (runs are not resumed).")
+  spec = tasks.get_task(config.task)
+  train_examples = data_lib.read_examples(config, spec, "train")
+  dev_examples = data_lib.read_examples(config, spec, "eval")
+  task = restore.resolve(config, train_examples)
+  config = task.config
+  reporting.write_config(config, workdir)
+  if jax.process_index() == 0:
+    restore.save_task(workdir, task)
+  train = data_lib.featurize(config, spec, task.labels, task.tokenizer,
+                             train_examples, training=True)
+  dev = data_lib.featurize(config, spec, task.labels, task.tokenizer,
+                           dev_examples, training=False)
+  logging.info("%s: %d train rows, %d eval rows.", config.task,
+               train.num_rows, dev.num_rows)
+  if train.qa is not None and train.qa.skipped:
+    logging.warning("%d training questions skipped: answer not found in "
+                    "the context.", train.qa.skipped)
+  total = num_train_steps(config, train.num_rows)
+  mesh, rules = _mesh(config)
+  with sharding.use(mesh, rules):
+    steps = build_steps(task, mesh, rules, total)
+    trials = [run_trial(k, task, steps, train, dev, workdir, mesh)
+              for k in range(config.num_trials)]
+  results = {"task": config.task, "main_metric": spec.metrics[0],
+             "num_train_steps": total, "trials": trials,
+             "summary": data_lib.summarize_trials(trials)}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    writer = reporting.MetricWriter(workdir)
+    writer.write_scalars(total, {
+        f"summary/{name}_{stat}": value
+        for name, stats in results["summary"]["best"].items()
+        for stat, value in stats.items() if stat in ("mean", "median", "std")})
+    writer.close()
+  logging.info("Results: %s", json.dumps(results["summary"]["best"]))
+  if config.data.predict_file or config.data.predict_split:
+    predict(config, workdir)
+  return results
+
+
+def best_trial(workdir: str) -> dict[str, Any]:
+  """The trial whose best step scored highest on the main metric."""
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  main = results["main_metric"]
+  return max(results["trials"], key=lambda t: t["best"][main])
+
+
+def predict(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes `workdir/predictions.jsonl` for the unlabeled predict data,
+  with the best trial's best params; returns its path."""
+  task = restore.load_task(config, workdir)
+  config, spec = task.config, task.spec
+  examples = data_lib.read_examples(config, spec, "predict")
+  split = data_lib.featurize(config, spec, task.labels, task.tokenizer,
+                             examples, training=False)
+  trial = best_trial(workdir)
+  mesh, rules = _mesh(config)
+  with sharding.use(mesh, rules):
+    steps = build_steps(task, mesh, rules, None)
+    params = restore_params(
+        steps, os.path.join(workdir, f"trial_{trial['trial']}"),
+        trial["best_step"])
+    outputs = run_outputs(steps, params, split, spec.kind,
+                          config.eval_batch_size, mesh)
+  records = data_lib.predict(config, spec, task.labels, split, outputs)
+  path = os.path.join(workdir, "predictions.jsonl")
+  if jax.process_index() == 0:
+    data_lib.write_predictions(path, records)
+  logging.info("Wrote %d predictions to %s.", len(records), path)
+  return path
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Dispatches on `config.mode`: "train" or "predict"."""
+  if config.mode == "train":
+    return train_and_evaluate(config, workdir)
+  if config.mode == "predict":
+    return predict(config, workdir)
+  raise ValueError(f"config.mode must be train or predict, not "
+                   f"{config.mode!r}.")

@@ -1,0 +1,200 @@
+"""Restoring pretrained discriminators into task models, and the tokenizer
+that comes with them. Also holds the tiny fixtures the other fine-tuning
+tests share (vocabulary, transformers directory, config)."""
+
+import dataclasses
+import functools
+import importlib.util
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors import numpy as safetensors_numpy
+
+from electra_jax import model as model_lib
+from electra_jax import pretrained
+from electra_jax.finetune import heads
+from electra_jax.finetune import restore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = [f"w{i}" for i in range(95)]  # Vocabulary of 100 with the specials.
+TINY = dict(vocab_size=100, embedding_size=16, hidden_size=32,
+            num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=64)
+
+
+def write_vocab(directory: str) -> str:
+  path = os.path.join(directory, "vocab.txt")
+  with open(path, "w") as f:
+    f.write("\n".join(SPECIALS + WORDS) + "\n")
+  return path
+
+
+def make_transformers_dir(directory: str, seed: int = 0) -> str:
+  """A random-init transformers `ElectraForPreTraining` + vocab.txt."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  torch.manual_seed(seed)
+  hf = transformers.ElectraForPreTraining(transformers.ElectraConfig(**TINY))
+  with torch.no_grad():  # Non-trivial biases and LayerNorm params.
+    for name, p in hf.named_parameters():
+      if "LayerNorm" in name or name.endswith("bias"):
+        p.add_(0.1 * torch.randn_like(p))
+  hf.save_pretrained(directory)
+  write_vocab(directory)
+  return directory
+
+
+def finetune_config(arg: str):
+  spec = importlib.util.spec_from_file_location(
+      "finetune_config", os.path.join(ROOT, "configs", "finetune.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compiles():
+  """Tiny models: compile time dominates, so skip most XLA passes."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", False)
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tmp_path_factory):
+  return make_transformers_dir(str(tmp_path_factory.mktemp("hf")))
+
+
+@functools.lru_cache(maxsize=None)  # One compile for the tests below.
+def _task_params(cfg, kind="classification", num_labels=3, style="official"):
+  module = heads.TaskModel(cfg, kind, num_labels, style)
+  ids = np.ones((2, 8), np.int32)
+  return module, jax.jit(lambda r: nn.unbox(module.init(r, ids, ids, ids)))(
+      jax.random.key(1))["params"]
+
+
+def _flat(tree):
+  return {jax.tree_util.keystr(p): np.asarray(v)
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_transformers_restore_gives_the_pretrained_weights_exactly(hf_dir):
+  cfg, disc = pretrained.load_discriminator(hf_dir)
+  _, fresh = _task_params(cfg)
+  subtrees = heads.pretrained_subtrees(disc)
+  heads.check_compatible(fresh, subtrees)
+  params = heads.merge_pretrained(fresh, subtrees)
+  # Every encoder leaf is the checkpoint's; nothing of the RTD head is kept.
+  assert set(params) == {"embeddings", "encoder", "head"}
+  assert "embeddings_project" in params["encoder"]  # E=16 != H=32.
+  for key, source in (("embeddings", disc["embeddings"]),
+                      ("encoder", disc["discriminator"]["encoder"])):
+    got, want = _flat(params[key]), _flat(source)
+    assert got.keys() == want.keys()
+    for name in want:
+      np.testing.assert_array_equal(got[name], want[name])
+  # Independently of convert/: straight from the saved state dict.
+  state = safetensors_numpy.load_file(
+      os.path.join(hf_dir, "model.safetensors"))
+  np.testing.assert_array_equal(
+      params["encoder"]["layer_1"]["query"]["kernel"],
+      state["electra.encoder.layer.1.attention.self.query.weight"].T)
+  np.testing.assert_array_equal(
+      params["embeddings"]["word_embeddings"]["embedding"],
+      state["electra.embeddings.word_embeddings.weight"])
+  # The head is the fresh initialisation, not the discriminator's head.
+  np.testing.assert_array_equal(params["head"]["output"]["kernel"],
+                                fresh["head"]["output"]["kernel"])
+  assert params["head"]["output"]["kernel"].shape == (32, 3)
+  assert "discriminator_predictions.dense.weight" in state  # Was there.
+
+
+def test_pretraining_params_restore_without_generator():
+  pre_config = model_lib.ModelConfig(**TINY)
+  module = model_lib.ElectraPretrainingModel(
+      pre_config, dataclasses.replace(pre_config, hidden_size=16,
+                                      num_attention_heads=1,
+                                      intermediate_size=32))
+  ids = np.ones((1, 8), np.int32)
+  shapes = jax.eval_shape(lambda: nn.unbox(module.init(
+      jax.random.key(0), ids, ids, ids, ids[:, :2])))["params"]
+  rng = np.random.default_rng(0)  # Distinct values in every leaf.
+  full = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32),
+                      shapes)
+  disc = model_lib.discriminator_params(full)
+  _, fresh = _task_params(pre_config)
+  params = heads.merge_pretrained(fresh, heads.pretrained_subtrees(disc))
+  assert set(params) == {"embeddings", "encoder", "head"}
+  for key, source in (("embeddings", full["embeddings"]),
+                      ("encoder", full["discriminator"]["encoder"])):
+    got, want = _flat(params[key]), _flat(source)
+    assert got.keys() == want.keys()
+    for name in want:
+      np.testing.assert_array_equal(got[name], want[name])
+  generator_leaves = {id(x) for x in jax.tree.leaves(full["generator"])}
+  assert not generator_leaves & {id(x) for x in jax.tree.leaves(params)}
+  assert params["head"]["output"]["kernel"].shape == (32, 3)
+
+
+def test_mismatched_architecture_is_refused():
+  def shapes(cfg):
+    module = heads.TaskModel(cfg, "classification", 3)
+    ids = np.ones((1, 4), np.int32)
+    return jax.eval_shape(lambda: nn.unbox(module.init(
+        jax.random.key(0), ids, ids, ids)))["params"]
+  fresh = shapes(model_lib.ModelConfig(**TINY))
+  wrong = shapes(model_lib.ModelConfig(**{**TINY, "intermediate_size": 48}))
+  heads.check_compatible(fresh, {"encoder": fresh["encoder"]})
+  with pytest.raises(ValueError, match="do not fit"):
+    heads.check_compatible(fresh, {"encoder": wrong["encoder"]})
+
+
+def test_resolve_adopts_the_checkpoint_architecture_and_tokenizer(hf_dir):
+  config = finetune_config("task=classification,size=small")
+  config.init_from = hf_dir
+  task = restore.resolve(config)
+  assert task.config.model.hidden_size == 32
+  assert task.config.model.num_hidden_layers == 2
+  assert task.cfg.embedding_size == 16
+  assert task.config.tokenizer == os.path.join(hf_dir, "vocab.txt")
+  assert task.tokenizer.special_ids["cls_id"] == 2
+  assert set(task.pretrained) == {"embeddings", "encoder"}
+
+
+def test_tokenizer_lookup(tmp_path):
+  config = finetune_config("task=sst2")
+  with pytest.raises(ValueError, match="config.tokenizer"):
+    restore.find_tokenizer(config)
+  config.init_from = str(tmp_path)
+  with pytest.raises(FileNotFoundError, match="No tokenizer"):
+    restore.find_tokenizer(config)
+  export = tmp_path / "discriminator"
+  export.mkdir()
+  (export / "tokenizer.model").write_bytes(b"")
+  assert restore.find_tokenizer(config) == str(export / "tokenizer.model")
+  config.tokenizer = "/explicit/vocab.txt"
+  assert restore.find_tokenizer(config) == "/explicit/vocab.txt"
+
+
+@pytest.mark.parametrize("kind,style,leaves,shape", [
+    ("classification", "official", {"output"}, (3, 4)),
+    ("classification", "transformers", {"dense", "output"}, (3, 4)),
+    ("regression", "official", {"output"}, (3,)),
+    ("tagging", "official", {"output"}, (3, 8, 4)),
+    ("qa", "official", {"output"}, (3, 8, 2))])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_heads(kind, style, leaves, shape, dtype):
+  cfg = model_lib.ModelConfig(**TINY, dtype=jnp.dtype(dtype))
+  module = heads.TaskModel(cfg, kind, 4, style)
+  ids = np.ones((3, 8), np.int32)
+  variables = jax.eval_shape(lambda: nn.unbox(module.init(
+      jax.random.key(0), ids, ids, ids)))
+  assert set(variables["params"]["head"]) == leaves
+  out = jax.eval_shape(lambda v: module.apply(v, ids, ids, ids), variables)
+  assert out.shape == shape and out.dtype == np.float32  # Upcast logits.
+  assert {x.dtype for x in jax.tree.leaves(variables)} == {np.dtype("float32")}
