@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.layer_norm_eps = 1e-12  # As BERT/ELECTRA.
   model.dtype = "float32"  # Compute dtype: bfloat16 on accelerators.
   model.param_dtype = "float32"  # Parameters and optimizer state.
-  model.attention_impl = "xla"  # jax.nn.dot_product_attention: xla | cudnn.
+  model.attention_impl = "xla"  # xla (einsums) | cudnn (fused, GPU only).
 
   # The generator: a smaller masked LM sharing the embeddings.
   config.generator = gen = ml_collections.ConfigDict()

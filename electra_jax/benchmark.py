@@ -1,0 +1,150 @@
+"""Benchmark of the real ELECTRA train step: tokens/s, MFU, compile time.
+
+  python -m electra_jax.benchmark --config=configs/small.py --batch_size=32 \
+      --seq_len=128 --steps=10
+
+Builds the same sharded step as training (generator + sampling +
+discriminator + optimizer) on synthetic token batches, compiles it, runs
+warm-up steps, then times `--steps` steps one by one. MFU is the analytic
+training FLOPs (generator and discriminator counted separately, the
+generator's head only at masked positions) over a matmul peak measured on
+the same device in the same run. The last line printed is one JSON object.
+"""
+
+import json
+import resource
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from electra_jax import flops as flops_lib
+from electra_jax import reporting
+from electra_jax import sharding
+from electra_jax import train as train_lib
+
+
+def measure_matmul_peak(dtype: str, n: int | None = None,
+                        seconds: float = 2.0) -> float:
+  """FLOP/s of a large square matmul on device 0 (the achievable peak)."""
+  device = jax.devices()[0]
+  if n is None:
+    n = 2048 if device.platform == "cpu" else 8192
+  a = jax.device_put(jnp.ones((n, n), dtype), device)
+  b = jax.device_put(jnp.ones((n, n), dtype), device)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, b).block_until_ready()
+  reps, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds or reps < 3:
+    matmul(a, b).block_until_ready()
+    reps += 1
+  return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0):
+  """Random tokens with [CLS]/[SEP] and some padding, as real batches."""
+  rng = np.random.default_rng(seed)
+  b, length = config.input.batch_size, config.input.max_seq_length
+  ids = rng.integers(1000, config.model.vocab_size, (b, length))
+  ids[:, 0] = config.input.cls_id
+  lengths = rng.integers(length * 3 // 4, length + 1, b)
+  ids[np.arange(b), lengths - 1] = config.input.sep_id
+  mask = (np.arange(length) < lengths[:, None]).astype(np.int32)
+  segments = (np.arange(length) >= length // 2).astype(np.int32) * mask
+  return {"input_ids": (ids * mask).astype(np.int32), "input_mask": mask,
+          "segment_ids": segments}
+
+
+def run(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
+  """Compiles and times the train step; returns the figures."""
+  mesh = sharding.make_mesh(config)
+  rules = sharding.logical_rules(config)
+  sharding.check_batch_size(config.input.batch_size, mesh)
+  with sharding.use(mesh, rules):
+    built = train_lib.build(config, mesh, rules, jax.random.key(0))
+    batch = sharding.global_batch(synthetic_batch(config), mesh)
+    rng = jax.random.key(1)
+    t0 = time.perf_counter()
+    compiled = built.train_step.lower(built.state, batch, rng).compile()
+    compile_s = time.perf_counter() - t0
+    state = built.state
+    for _ in range(warmup):
+      state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+      t = time.perf_counter()
+      state, metrics = compiled(state, batch, rng)
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - t)
+  per_seq = flops_lib.train_flops_per_sequence(config)
+  b, length = config.input.batch_size, config.input.max_seq_length
+  step_s = statistics.median(times)
+  n_dev = jax.device_count()
+  achieved = per_seq["total"] * b / step_s / n_dev
+  peak = measure_matmul_peak(config.model.dtype)
+  out = {
+      "device": jax.devices()[0].device_kind,
+      "num_devices": n_dev,
+      "dtype": config.model.dtype,
+      "batch_size": b,
+      "seq_len": length,
+      "compile_seconds": compile_s,
+      "step_seconds_median": step_s,
+      "step_seconds_min": min(times),
+      "step_seconds_max": max(times),
+      "tokens_per_second": b * length / step_s,
+      "train_flops_per_step": per_seq["total"] * b,
+      "generator_flops_per_step": per_seq["generator"] * b,
+      "discriminator_flops_per_step": per_seq["discriminator"] * b,
+      "achieved_flops_per_second_per_device": achieved,
+      "measured_matmul_peak_flops": peak,
+      "mfu": achieved / peak,
+      "peak_host_memory_mib": resource.getrusage(
+          resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "loss": float(metrics["loss"][0]),
+  }
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    out["peak_device_memory_mib"] = stats["peak_bytes_in_use"] / 2**20
+  if flops_lib.peak_flops():
+    out["mfu_vs_spec_peak"] = achieved / flops_lib.peak_flops()
+  return out
+
+
+def _define_flags() -> None:
+  config_flags.DEFINE_config_file("config", "configs/small.py",
+                                  "Config file.", lock_config=True)
+  flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+  flags.DEFINE_integer("seq_len", 128, "Sequence length.")
+  flags.DEFINE_integer("steps", 10, "Timed steps.")
+  flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  reporting.quiet_library_logs()
+  f = flags.FLAGS
+  config = ml_collections.ConfigDict(f.config.to_dict())
+  config.input.batch_size = f.batch_size
+  config.input.max_seq_length = f.seq_len
+  config.model.max_position_embeddings = max(
+      config.model.max_position_embeddings, f.seq_len)
+  result = run(config, f.steps, f.warmup)
+  print(f"{result['device']}: {result['tokens_per_second']:,.0f} tokens/s, "
+        f"MFU {result['mfu']:.1%} of a measured "
+        f"{result['measured_matmul_peak_flops'] / 1e12:.2f} TFLOP/s "
+        f"matmul, compile {result['compile_seconds']:.1f}s")
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

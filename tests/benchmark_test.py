@@ -1,0 +1,82 @@
+"""The benchmark harness, the FLOP count and the PyTorch baseline run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from electra_jax import benchmark
+from electra_jax import flops
+from electra_jax import model as model_lib
+from tests import model_test
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny():
+  config = model_test.load_config("tiny")
+  config.model.vocab_size = 2000
+  config.input.batch_size = 8
+  config.input.max_seq_length = 32
+  return config
+
+
+def test_flops_match_a_hand_count():
+  config = _tiny()
+  got = flops.train_flops_per_sequence(config)
+  # Discriminator: E=32 -> H=64 projection, 2 layers of 4*64*64 + 2*64*128
+  # dense params, attention 2*2*T*T*H per layer, head 64*64+64, all x3.
+  t, h = 32, 64
+  dense = 2 * t * (2 * (4 * h * h + 2 * h * 128) + 32 * h)
+  attn = 2 * 2 * 2 * t * t * h
+  head = 2 * t * (h * h + h)
+  assert got["discriminator"] == 3 * (dense + attn + head)
+  # Generator: width 32 (= E, no projection), 4*32 FFN, head at the
+  # int((0.15 + 0.005) * 32) = 4 masked positions only.
+  g = 32
+  dense = 2 * t * 2 * (4 * g * g + 2 * g * 4 * g)
+  attn = 2 * 2 * 2 * t * t * g
+  head = 2 * 4 * (g * 32 + 32 * 2000)
+  assert got["generator"] == 3 * (dense + attn + head)
+  assert got["total"] == got["generator"] + got["discriminator"]
+
+
+def test_benchmark_reports_consistent_figures():
+  result = benchmark.run(_tiny(), steps=2, warmup=1)
+  assert result["tokens_per_second"] == pytest.approx(
+      8 * 32 / result["step_seconds_median"])
+  assert 0 < result["mfu"] < 1.5
+  assert result["measured_matmul_peak_flops"] > 1e9
+  assert result["step_seconds_min"] <= result["step_seconds_median"] <= (
+      result["step_seconds_max"])
+  assert result["generator_flops_per_step"] + result[
+      "discriminator_flops_per_step"] == result["train_flops_per_step"]
+  json.dumps(result)  # The CLI prints it as one JSON line.
+
+
+def test_cudnn_attention_refuses_attention_dropout():
+  config = _tiny()
+  config.model.attention_impl = "cudnn"
+  module = model_lib.ElectraDiscriminator(
+      model_lib.discriminator_config(config))
+  ids = jnp.ones((1, 8), jnp.int32)
+  with pytest.raises(ValueError, match="attention_probs_dropout_prob=0.0"):
+    module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                ids, deterministic=False)
+
+
+def test_torch_baseline_runs():
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  out = subprocess.run(
+      [sys.executable, "benchmarks/torch_baseline.py",
+       "--config=configs/tiny.py", "--batch_size=4", "--seq_len=32",
+       "--steps=1", "--warmup=0"], cwd=ROOT, capture_output=True,
+      text=True, timeout=300, check=True,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["tokens_per_second"] > 0 and result["loss"] > 0
