@@ -181,3 +181,42 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, data_cache):
   restored = manager.restore(step, args=ocp.args.Composite(
       input=ocp.args.JsonRestore()))
   assert restored["input"]["batch_index"] == step
+
+
+def test_sigkill_during_saves_resumes_from_a_complete_step(tmp_path,
+                                                           data_cache):
+  """SIGKILL while a save is (most likely) in flight: every step saves
+  asynchronously, so the kill lands during one. The rerun resumes from the
+  last complete checkpoint and finishes."""
+  args = [sys.executable, "-m", "electra_jax.main",
+          "--config=configs/tiny.py", f"--workdir={tmp_path}",
+          f"--config.input.default_data_cache={data_cache}",
+          "--config.input.default_corpus_bytes=300000",
+          "--config.input.default_vocab_size=1000",
+          "--config.input.batch_size=8", "--config.input.max_seq_length=32",
+          "--config.log_every_steps=1", "--config.eval.every_steps=0",
+          "--config.checkpoint.every_steps=1",
+          "--config.checkpoint.every_minutes=0"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.Popen(args + ["--config.num_train_steps=100000"],
+                          cwd=ROOT, env=env, stderr=subprocess.PIPE,
+                          text=True)
+  deadline = time.time() + 300
+  for line in proc.stderr:
+    if "step 4/100000" in line or time.time() > deadline:
+      break
+  proc.kill()
+  proc.wait(timeout=60)
+  manager = checkpointing.make_manager(str(tmp_path), tiny_config(data_cache),
+                                       read_only=True)
+  last = manager.latest_step()
+  manager.close()
+  assert last is not None and last >= 1
+  # Resume (same config) and finish two steps later.
+  rerun = subprocess.run(args + [f"--config.num_train_steps={last + 2}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600, check=False)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f"checkpoints/{last}." in rerun.stderr
+  assert final_params(tmp_path)[1] == last + 2
