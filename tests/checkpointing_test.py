@@ -150,26 +150,38 @@ def test_init_from_another_run_and_from_an_export(tmp_path, data_cache,
   assert_bitwise_equal(got, want)
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path, data_cache):
-  """A real signal to a real run: it saves at a step boundary and exits 0;
-  the rerun finishes from there."""
+def _cli(workdir, data_cache, save_every):
+  """The command line of a tiny run on one CPU device, and its env."""
   args = [sys.executable, "-m", "electra_jax.main",
-          "--config=configs/tiny.py", f"--workdir={tmp_path}",
+          "--config=configs/tiny.py", f"--workdir={workdir}",
           f"--config.input.default_data_cache={data_cache}",
           "--config.input.default_corpus_bytes=300000",
           "--config.input.default_vocab_size=1000",
           "--config.input.batch_size=8", "--config.input.max_seq_length=32",
-          "--config.num_train_steps=100000", "--config.log_every_steps=1",
-          "--config.eval.every_steps=0", "--config.checkpoint.every_steps=0",
+          "--config.log_every_steps=1", "--config.eval.every_steps=0",
+          f"--config.checkpoint.every_steps={save_every}",
           "--config.checkpoint.every_minutes=0"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
   env.pop("XLA_FLAGS", None)
+  return args, env
+
+
+def _start_and_wait_for_step(args, env, step):
   proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE,
                           text=True)
   deadline = time.time() + 300
   for line in proc.stderr:
-    if "step 2/100000" in line or time.time() > deadline:
+    if f"step {step}/" in line or time.time() > deadline:
       break
+  return proc
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, data_cache):
+  """A real signal to a real run: it saves at a step boundary and exits 0;
+  the rerun finishes from there."""
+  args, env = _cli(tmp_path, data_cache, save_every=0)
+  proc = _start_and_wait_for_step(args + ["--config.num_train_steps=100000"],
+                                  env, 2)
   proc.send_signal(signal.SIGTERM)
   rest = proc.stderr.read()
   assert proc.wait(timeout=120) == 0, rest[-3000:]
@@ -188,24 +200,9 @@ def test_sigkill_during_saves_resumes_from_a_complete_step(tmp_path,
   """SIGKILL while a save is (most likely) in flight: every step saves
   asynchronously, so the kill lands during one. The rerun resumes from the
   last complete checkpoint and finishes."""
-  args = [sys.executable, "-m", "electra_jax.main",
-          "--config=configs/tiny.py", f"--workdir={tmp_path}",
-          f"--config.input.default_data_cache={data_cache}",
-          "--config.input.default_corpus_bytes=300000",
-          "--config.input.default_vocab_size=1000",
-          "--config.input.batch_size=8", "--config.input.max_seq_length=32",
-          "--config.log_every_steps=1", "--config.eval.every_steps=0",
-          "--config.checkpoint.every_steps=1",
-          "--config.checkpoint.every_minutes=0"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  env.pop("XLA_FLAGS", None)
-  proc = subprocess.Popen(args + ["--config.num_train_steps=100000"],
-                          cwd=ROOT, env=env, stderr=subprocess.PIPE,
-                          text=True)
-  deadline = time.time() + 300
-  for line in proc.stderr:
-    if "step 4/100000" in line or time.time() > deadline:
-      break
+  args, env = _cli(tmp_path, data_cache, save_every=1)
+  proc = _start_and_wait_for_step(args + ["--config.num_train_steps=100000"],
+                                  env, 4)
   proc.kill()
   proc.wait(timeout=60)
   manager = checkpointing.make_manager(str(tmp_path), tiny_config(data_cache),
