@@ -16,6 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = 1_000_000  # Total optimizer steps.
   config.log_every_steps = 100  # Progress line and TensorBoard scalars.
   config.init_from = ""  # Params-only init: a workdir or transformers dir.
+  config.profile_start_step = 0  # jax.profiler trace from this step (0: off).
+  config.profile_num_steps = 5  # Steps in the trace (WORKDIR/profile).
 
   # The discriminator (the model that is kept). Names follow BertConfig.
   config.model = model = ml_collections.ConfigDict()

@@ -6,6 +6,7 @@ runs. It is built from short helpers; the pure step functions live in
 """
 
 import functools
+import os
 import signal
 import threading
 import time
@@ -136,6 +137,36 @@ class SaveTimer:
     self._last = time.monotonic()
 
 
+class ProfileWindow:
+  """A `jax.profiler` trace of a few steps into `workdir/profile` (view it
+  with TensorBoard's profile plugin or Perfetto); process 0 only."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self._first = config.profile_start_step
+    self._last = self._first + config.profile_num_steps - 1
+    self._dir = os.path.join(workdir, "profile")
+    self._on = False
+
+  def before(self, step: int) -> None:
+    if self._first > 0 and step == self._first and jax.process_index() == 0:
+      jax.profiler.start_trace(self._dir)
+      self._on = True
+
+  def after(self, step: int, outputs: Any) -> None:
+    if self._on and step >= self._last:
+      jax.block_until_ready(outputs)
+      jax.profiler.stop_trace()
+      self._on = False
+      logging.info("Wrote a profile of steps %d-%d to %s.", self._first,
+                   step, self._dir)
+
+  def close(self) -> None:
+    """Ends a trace that the run's end (or a preemption) cut short."""
+    if self._on:
+      jax.profiler.stop_trace()
+      self._on = False
+
+
 def _check_finite(step: int, loss: float) -> None:
   if not np.isfinite(loss):
     raise FloatingPointError(
@@ -193,7 +224,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
          writer, step_rng, eval_rng):
   """The step loop; returns the final (or preempted) state."""
-  del workdir
   total = config.num_train_steps
   start = int(state.step)
   if start >= total:
@@ -212,10 +242,13 @@ def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
       peak_flops_per_device=flops_lib.peak_flops())
   progress.start(start)
   timer, watch = SaveTimer(config), PreemptionWatch()
+  profile = ProfileWindow(config, workdir)
   history = []
   try:
     for step in range(start + 1, total + 1):
+      profile.before(step)
       state, metrics = compiled(state, batch, step_rng)
+      profile.after(step, metrics)
       history.append(metrics)
       last = step == total
       input_state = train_iter.get_state()  # Where step + 1 reads from.
@@ -244,6 +277,7 @@ def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
         break
   finally:
     watch.close()
+    profile.close()
   return state
 
 

@@ -217,3 +217,12 @@ def test_sigkill_during_saves_resumes_from_a_complete_step(tmp_path,
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f"checkpoints/{last}." in rerun.stderr
   assert final_params(tmp_path)[1] == last + 2
+
+
+def test_profiler_window_writes_a_trace(tmp_path, data_cache):
+  config = tiny_config(data_cache, steps=3)
+  config.profile_start_step = 2
+  config.profile_num_steps = 1
+  loop.train_and_evaluate(config, str(tmp_path))
+  traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+  assert traces and traces[0].stat().st_size > 0
