@@ -226,3 +226,22 @@ def test_profiler_window_writes_a_trace(tmp_path, data_cache):
   loop.train_and_evaluate(config, str(tmp_path))
   traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
   assert traces and traces[0].stat().st_size > 0
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path, data_cache, monkeypatch):
+  config = tiny_config(data_cache, steps=4)
+  config.checkpoint.every_steps = 1
+  config.num_train_steps = 2
+  loop.train_and_evaluate(config, str(tmp_path))  # Steps 1-2 are fine.
+  good, _ = final_params(tmp_path)
+  from electra_jax import train  # pylint: disable=g-import-not-at-top
+  total = train._total_loss  # pylint: disable=protected-access
+  monkeypatch.setattr(train, "_total_loss",
+                      lambda m, c, sc: total(m, c, sc) * float("nan"))
+  config.num_train_steps = 4
+  with pytest.raises(FloatingPointError, match="Non-finite loss .* step 3"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  params, step = final_params(tmp_path)
+  assert step == 2  # Nothing was saved after the loss went bad.
+  assert_bitwise_equal(params, good)
