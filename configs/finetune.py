@@ -78,22 +78,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Architecture; replaced by the checkpoint's when init_from is set.
   config.model = pretraining.model
 
-  # The pretraining optimizer (optimizer.py) plus fine-tuning fields.
-  config.optimizer = opt = ml_collections.ConfigDict()
-  opt.optimizer = "adamw"  # adamw | lamb.
+  # The pretraining optimizer (optimizer.py, same defaults) plus fine-tuning
+  # fields; warmup is a proportion of the run, and the step never splits.
+  config.optimizer = opt = ml_collections.ConfigDict(
+      pretraining.optimizer.to_dict())
+  del opt["num_warmup_steps"], opt["grad_accum_steps"]
   opt.learning_rate = lr  # Peak learning rate (of the head).
   opt.warmup_proportion = 0.1  # Warmup steps = proportion * total steps.
-  opt.schedule = "reference"  # Warmup times linear decay, as the reference.
-  opt.lr_decay_power = 1.0  # Polynomial decay power (1.0: linear to 0).
   opt.layerwise_lr_decay = decay  # Per-layer LR factor; <= 0 disables it.
   opt.layerwise_lr_decay_compat = False  # True: the released code's extra
   # factor (google-research/electra#51), for comparing with the paper.
-  opt.weight_decay_rate = 0.01  # Decoupled; not on LayerNorm or biases.
-  opt.adam_b1 = 0.9
-  opt.adam_b2 = 0.999
-  opt.adam_eps = 1e-6
-  opt.bias_correction = False  # The reference AdamW has none.
-  opt.max_grad_norm = 1.0  # Global-norm clip; 0 disables it.
 
   # Data (electra_jax.finetune.data): TFDS or local files.
   config.data = d = ml_collections.ConfigDict()

@@ -198,6 +198,18 @@ class Embeddings(nn.Module):
     return self.word_embeddings.embedding
 
 
+def _square_dense_params(module: nn.Module, names: tuple[str, str]):
+  """The [H, H] kernel and [H] bias of a Dense layer, named as nn.Dense."""
+  cfg = module.cfg
+  h = cfg.hidden_size
+  init = nn.initializers.truncated_normal(cfg.initializer_range)
+  kernel = module.param("kernel", nn.with_logical_partitioning(init, names),
+                        (h, h), cfg.param_dtype)
+  bias = module.param("bias", nn.with_logical_partitioning(
+      nn.initializers.zeros, (names[1],)), (h,), cfg.param_dtype)
+  return kernel, bias
+
+
 class HeadsProjection(nn.Module):
   """A dense [H, H] projection (query, key or value) straight into heads.
 
@@ -213,11 +225,7 @@ class HeadsProjection(nn.Module):
   def __call__(self, x: Array) -> Array:
     cfg = self.cfg
     h, n = cfg.hidden_size, cfg.num_attention_heads
-    init = nn.initializers.truncated_normal(cfg.initializer_range)
-    kernel = self.param("kernel", nn.with_logical_partitioning(
-        init, ("embed", "joined_kv")), (h, h), cfg.param_dtype)
-    bias = self.param("bias", nn.with_logical_partitioning(
-        nn.initializers.zeros, ("joined_kv",)), (h,), cfg.param_dtype)
+    kernel, bias = _square_dense_params(self, ("embed", "joined_kv"))
     kernel = kernel.astype(cfg.dtype).reshape(h, n, h // n)  # [H, N, D]
     y = jnp.einsum("BTH,HND->BNTD", x.astype(cfg.dtype), kernel)
     y += bias.astype(cfg.dtype).reshape(1, n, 1, h // n)
@@ -233,11 +241,7 @@ class HeadsOutput(nn.Module):
   def __call__(self, ctx: Array) -> Array:
     cfg = self.cfg
     h, n = cfg.hidden_size, cfg.num_attention_heads
-    init = nn.initializers.truncated_normal(cfg.initializer_range)
-    kernel = self.param("kernel", nn.with_logical_partitioning(
-        init, ("joined_kv", "embed")), (h, h), cfg.param_dtype)
-    bias = self.param("bias", nn.with_logical_partitioning(
-        nn.initializers.zeros, ("embed",)), (h,), cfg.param_dtype)
+    kernel, bias = _square_dense_params(self, ("joined_kv", "embed"))
     kernel = kernel.astype(cfg.dtype).reshape(n, h // n, h)  # [N, D, H]
     return (jnp.einsum("BNTD,NDH->BTH", ctx, kernel)
             + bias.astype(cfg.dtype))
