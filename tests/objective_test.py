@@ -187,6 +187,21 @@ def test_sample_distribution(temperature):
   np.testing.assert_allclose(freq, probs, atol=0.015)
 
 
+def test_sample_distribution_many_blocks():
+  # 1000 tokens: 8 blocks of the two-level sampler, the last one partial.
+  vocab_logits = 2.0 * jax.random.normal(jax.random.key(6), (1000,))
+  vocab_logits = vocab_logits.at[:5].set(-jnp.inf)  # Zero probability.
+  logits = jnp.broadcast_to(vocab_logits, (40, 1000, 1000))  # 40k draws.
+  sampled = np.asarray(objective.sample_fake_tokens(
+      jax.random.key(7), logits, 1.0)).ravel()
+  freq = np.bincount(sampled, minlength=1000) / sampled.size
+  probs = np.asarray(jax.nn.softmax(vocab_logits))
+  assert freq[:5].sum() == 0
+  np.testing.assert_allclose(freq, probs, atol=0.006)
+  for lo, hi in ((0, 128), (384, 512), (896, 1000)):  # Whole blocks.
+    assert abs(freq[lo:hi].sum() - probs[lo:hi].sum()) < 0.01
+
+
 def test_sample_has_no_gradient():
   logits = jnp.ones((1, 2, 5))
   grad = jax.grad(lambda l: jnp.sum(objective.sample_fake_tokens(
