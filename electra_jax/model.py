@@ -19,6 +19,7 @@ so the discriminator of a pretraining run is just
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -169,10 +170,28 @@ def dropout(x: Array, rate: float, rng: Array) -> Array:
   *lead, last = x.shape
   half = (last + 1) // 2
   words = jax.random.bits(rng, (*lead, half), jnp.uint32)
-  draws = jnp.concatenate([words & 0xFFFF, words >> 16], axis=-1)
-  keep = draws[..., :last] >= threshold
-  scale = 65536.0 / (65536 - threshold)
-  return jnp.where(keep, x * jnp.asarray(scale, x.dtype), jnp.zeros((), x.dtype))
+  keep = jnp.concatenate([(words & 0xFFFF) >= threshold,
+                          (words >> 16) >= threshold], axis=-1)[..., :last]
+  return _keep_and_scale(x, keep, 65536.0 / (65536 - threshold))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _keep_and_scale(x: Array, keep: Array, scale: float) -> Array:
+  """`where(keep, x * scale, 0)`; the backward pass keeps only the boolean
+  mask (a byte per element, not the random words it was made from)."""
+  return jnp.where(keep, x * jnp.asarray(scale, x.dtype),
+                   jnp.zeros((), x.dtype))
+
+
+def _keep_and_scale_fwd(x, keep, scale):
+  return _keep_and_scale(x, keep, scale), keep
+
+
+def _keep_and_scale_bwd(scale, keep, g):
+  return _keep_and_scale(g, keep, scale), None
+
+
+_keep_and_scale.defvjp(_keep_and_scale_fwd, _keep_and_scale_bwd)
 
 
 class Dropout(nn.Module):
@@ -225,9 +244,21 @@ class Embeddings(nn.Module):
           f"Sequence length {length} exceeds max_position_embeddings="
           f"{self.cfg.max_position_embeddings}."
       )
-    x = self.word_embeddings(input_ids)
-    x += self.position_embeddings(jnp.arange(length))[None]
-    x += self.token_type_embeddings(token_type_ids)
+    # Lookups read the float32 tables and cast after, so that the tables'
+    # gradients accumulate in float32. (Gathering from a bfloat16 copy made
+    # XLA scatter-add the gradient in bfloat16: on GPU a contended atomic
+    # loop over the repeated ids that took over 90% of the step, and a sum
+    # of thousands of terms at 8 bits of precision.) The position rows are
+    # a slice and the few token types a one-hot product, so neither needs a
+    # scatter at all.
+    dtype = self.cfg.dtype
+    x = jnp.take(self.word_embeddings.embedding, input_ids, axis=0)
+    x = x.astype(dtype)
+    x += self.position_embeddings.embedding[:length].astype(dtype)[None]
+    types = self.token_type_embeddings.embedding
+    x += jnp.einsum("BTK,KE->BTE",
+                    jax.nn.one_hot(token_type_ids, types.shape[0], dtype=dtype),
+                    types.astype(dtype))
     x = self.layer_norm(x)
     x = self.dropout(x, deterministic=deterministic)
     return _constrain(x, ("act_batch", "act_length", "act_embed"))

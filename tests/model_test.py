@@ -110,6 +110,34 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   assert gen.dtype == disc.dtype == jnp.float32
 
 
+def test_bfloat16_embedding_gradients_accumulate_in_float32():
+  # 4096 lookups of one id: summed in bfloat16 (8-bit mantissa) the table's
+  # gradient stalls far below the true sum; in float32 it matches the
+  # float32 model's to within bfloat16 rounding of the terms.
+  ids = jnp.full((16, 256), 7, jnp.int32)
+  mask, types = jnp.ones_like(ids), ids % 2
+
+  def grads(dtype):
+    cfg = model_lib.ModelConfig(
+        vocab_size=11, embedding_size=16, hidden_size=16,
+        num_hidden_layers=1, num_attention_heads=1, intermediate_size=32,
+        dtype=jnp.dtype(dtype))
+    model = model_lib.ElectraDiscriminator(cfg)
+    params = model.init(jax.random.key(0), ids[:1, :8])["params"]
+    loss = lambda p: jnp.sum(  # pylint: disable=g-long-lambda
+        model.apply({"params": p}, ids, mask, types).astype(jnp.float32))
+    g = jax.grad(loss)(nn.unbox(params))["embeddings"]
+    return {k: np.asarray(g[k]["embedding"]) for k in (
+        "word_embeddings", "token_type_embeddings", "position_embeddings")}
+
+  g32, g16 = grads("float32"), grads("bfloat16")
+  for name in g32:
+    assert g16[name].dtype == np.float32
+    np.testing.assert_allclose(g16[name], g32[name], rtol=0.05,
+                               atol=0.02 * np.abs(g32[name]).max())
+  assert np.abs(g32["word_embeddings"][7]).max() > 1.0  # A large sum.
+
+
 def test_untied_generator_embeddings_and_mlm_only():
   config = load_config("tiny")
   config.model.vocab_size = 101
