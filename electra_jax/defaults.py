@@ -36,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.dtype = "float32"  # Compute dtype: bfloat16 on accelerators.
   model.param_dtype = "float32"  # Parameters and optimizer state.
   model.attention_impl = "xla"  # xla (einsums) | cudnn (fused, GPU only).
+  model.scan_layers = False  # lax.scan over the layers: compiles one layer.
+  model.remat_policy = "none"  # none | full | dots | dots_no_batch.
 
   # The generator: a smaller masked LM sharing the embeddings.
   config.generator = gen = ml_collections.ConfigDict()
