@@ -24,7 +24,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.extend
 import jax.numpy as jnp
 import ml_collections
 
@@ -176,6 +175,30 @@ def _constrain(x: Array, names: tuple[str | None, ...]) -> Array:
   return nn.with_logical_constraint(x, names)
 
 
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry2x32(k1: Array, k2: Array, x1: Array, x2: Array
+                 ) -> tuple[Array, Array]:
+  """Threefry-2x32-20 (Salmon et al., 2011) written out in jnp.
+
+  The same bits as JAX's `threefry2x32` primitive (a test checks), but as
+  plain elementwise ops: XLA fuses the hash into the dropout that uses it.
+  On CPU the primitive lowers to a loop over its five blocks, one per
+  dropout site, which cost over 10 s of the step's compile time and a
+  memory pass per block.
+  """
+  ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+  x1, x2 = x1 + ks[0], x2 + ks[1]
+  for block in range(5):
+    for r in _THREEFRY_ROTATIONS[block % 2]:
+      x1 = x1 + x2
+      x2 = x1 ^ ((x2 << jnp.uint32(r)) | (x2 >> jnp.uint32(32 - r)))
+    x1 = x1 + ks[(block + 1) % 3]
+    x2 = x2 + ks[(block + 2) % 3] + jnp.uint32(block + 1)
+  return x1, x2
+
+
 def _uint16_draws(rng: Array, shape: tuple[int, ...]) -> list[Array]:
   """Independent uniform 16-bit draws filling `shape`, as a few uint32
   arrays of 16-bit values whose concatenation along the last axis (cut to
@@ -199,7 +222,7 @@ def _uint16_draws(rng: Array, shape: tuple[int, ...]) -> list[Array]:
     stride *= lead[axis]
   col = jax.lax.broadcasted_iota(jnp.uint32, row.shape, len(lead))
   key = jax.random.key_data(rng)
-  w1, w2 = jax.extend.random.threefry2x32_p.bind(key[0], key[1], row, col)
+  w1, w2 = threefry2x32(key[0], key[1], row, col)
   return [w1 & 0xFFFF, w1 >> 16, w2 & 0xFFFF, w2 >> 16]
 
 

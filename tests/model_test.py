@@ -261,3 +261,15 @@ def test_scan_and_remat_compute_the_same_function_with_the_same_params():
 def test_unknown_remat_policy_is_a_clear_error():
   with pytest.raises(ValueError, match="remat_policy='some'.*dots"):
     _pretraining_with(remat_policy="some")
+
+
+def test_threefry2x32_matches_jax():
+  from jax.extend import random as jex_random  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  k1, k2 = (jnp.uint32(v) for v in rng.integers(0, 2**32, 2))
+  x1, x2 = (jnp.asarray(rng.integers(0, 2**32, (7, 33)), jnp.uint32)
+            for _ in range(2))
+  want = jex_random.threefry2x32_p.bind(k1, k2, x1, x2)
+  got = jax.jit(model_lib.threefry2x32)(k1, k2, x1, x2)
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(g, w)
