@@ -401,6 +401,20 @@ class HeadsOutput(nn.Module):
             + bias.astype(cfg.dtype))
 
 
+def fused_attention(q: Array, k: Array, v: Array, mask: Array, *,
+                    implementation: str) -> Array:
+  """`jax.nn.dot_product_attention` on [B, N, T, D] inputs.
+
+  The [B, 1, 1, S] padding mask is broadcast to [B, 1, T, S]: cuDNN takes
+  the mask as a bias whose last two dims must be the sequence lengths (a
+  [B, 1, 1, S] mask was refused on an H200).
+  """
+  t = lambda y: jnp.swapaxes(y, 1, 2)  # pylint: disable=g-long-lambda
+  mask = jnp.broadcast_to(mask, (mask.shape[0], 1, q.shape[2], k.shape[2]))
+  return t(jax.nn.dot_product_attention(t(q), t(k), t(v), mask=mask,
+                                        implementation=implementation))
+
+
 def attention(q: Array, k: Array, v: Array, mask: Array, *, rate: float,
               deterministic: bool, impl: str, dtype: Dtype,
               dropout_rng: Array | None = None) -> Array:
@@ -415,9 +429,7 @@ def attention(q: Array, k: Array, v: Array, mask: Array, *, rate: float,
           "attention_impl=cudnn has no attention dropout; set "
           "--config.model.attention_probs_dropout_prob=0.0 or use "
           "attention_impl=xla.")
-    t = lambda y: jnp.swapaxes(y, 1, 2)  # pylint: disable=g-long-lambda
-    return t(jax.nn.dot_product_attention(t(q), t(k), t(v), mask=mask,
-                                          implementation="cudnn"))
+    return fused_attention(q, k, v, mask, implementation="cudnn")
   d = q.shape[-1]
   logits = jnp.einsum("BNTD,BNSD->BNTS", q, k).astype(jnp.float32)
   logits = jnp.where(mask, logits / jnp.sqrt(jnp.float32(d)),

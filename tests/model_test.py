@@ -273,3 +273,14 @@ def test_threefry2x32_matches_jax():
   got = jax.jit(model_lib.threefry2x32)(k1, k2, x1, x2)
   for g, w in zip(got, want):
     np.testing.assert_array_equal(g, w)
+
+
+def test_fused_attention_matches_ours():
+  # The cuDNN path's argument handling, run with XLA's implementation here.
+  ks = jax.random.split(jax.random.key(0), 3)
+  q, k, v = (jax.random.normal(key, (2, 3, 8, 4)) for key in ks)
+  mask = (jnp.arange(8)[None, :] < jnp.array([[8], [5]]))[:, None, None, :]
+  want = model_lib.attention(q, k, v, mask, rate=0.0, deterministic=True,
+                             impl="xla", dtype=jnp.float32)
+  got = model_lib.fused_attention(q, k, v, mask, implementation="xla")
+  np.testing.assert_allclose(got, want, atol=1e-5)
