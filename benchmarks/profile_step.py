@@ -81,6 +81,7 @@ def main(argv):
   config = benchmark.sized_config(f.config, f.batch_size, f.seq_len)
   mesh = sharding.make_mesh(config)
   rules = sharding.logical_rules(config)
+  sharding.check_batch_size(config.input.batch_size, mesh)
   with sharding.use(mesh, rules):
     built = train_lib.build(config, mesh, rules, jax.random.key(0))
     batch = sharding.global_batch(benchmark.synthetic_batch(config), mesh)

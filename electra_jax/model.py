@@ -59,6 +59,10 @@ class ModelConfig:
           f"hidden_size={self.hidden_size} is not a multiple of "
           f"num_attention_heads={self.num_attention_heads}."
       )
+    if self.attention_impl not in ("xla", "cudnn"):
+      raise ValueError(
+          f"attention_impl={self.attention_impl!r} is not 'xla' or 'cudnn' "
+          "(config.model.attention_impl).")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(
           f"remat_policy={self.remat_policy!r} is not one of "
@@ -429,6 +433,10 @@ def attention(q: Array, k: Array, v: Array, mask: Array, *, rate: float,
           "attention_impl=cudnn has no attention dropout; set "
           "--config.model.attention_probs_dropout_prob=0.0 or use "
           "attention_impl=xla.")
+    if jax.default_backend() != "gpu":
+      raise ValueError(
+          "attention_impl=cudnn needs an NVIDIA GPU; this run's backend is "
+          f"{jax.default_backend()!r}. Use attention_impl=xla.")
     return fused_attention(q, k, v, mask, implementation="cudnn")
   d = q.shape[-1]
   logits = jnp.einsum("BNTD,BNSD->BNTS", q, k).astype(jnp.float32)

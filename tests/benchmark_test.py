@@ -80,3 +80,23 @@ def test_torch_baseline_runs():
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result["tokens_per_second"] > 0 and result["loss"] > 0
+
+
+def test_profile_step_names_the_ops_by_model_code(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "benchmarks/profile_step.py", "--config=configs/tiny.py",
+       "--batch_size=8", "--seq_len=32", "--steps=2", "--top=200",
+       f"--out={tmp_path}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
+  lines = out.stdout.splitlines()
+  total = float(lines[0].split("op time ")[1].split(" ms")[0])
+  assert total > 0
+  by_source = lines[lines.index(next(l for l in lines if "source (layers" in l))
+                    + 1:]
+  times = [float(l.split()[0]) for l in by_source if l.strip()]
+  # Every op is attributed once: the per-source sums add up to the total.
+  assert abs(sum(times) - total) < 0.01 * total + 0.1
+  text = "\n".join(by_source)
+  assert "generator_logits" in text and "discriminator_logits" in text
+  assert "bwd " in text and "layer_*" in text
+  assert (tmp_path / "train_step.hlo.txt").exists()

@@ -284,3 +284,13 @@ def test_fused_attention_matches_ours():
                              impl="xla", dtype=jnp.float32)
   got = model_lib.fused_attention(q, k, v, mask, implementation="xla")
   np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_attention_impl_errors_are_clear():
+  with pytest.raises(ValueError, match="attention_impl='flash'"):
+    _pretraining_with(attention_impl="flash")
+  model = _pretraining_with(attention_impl="cudnn",
+                            attention_probs_dropout_prob=0.0)
+  ids = jnp.ones((1, 8), jnp.int32)
+  with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
+    model.init(jax.random.key(0), ids, ids, ids, ids[:, :2])
