@@ -32,18 +32,8 @@ EOF
 
 die() { echo "local_multiprocess.sh: $*" >&2; exit 2; }
 
-# Prints its arguments as one shell-quoted line (as Python's shlex.join).
-quote_args() {
-  local IFS=' ' arg out=()
-  for arg in "$@"; do
-    if [[ "$arg" =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-      out+=("$arg")
-    else
-      out+=("'${arg//\'/\'\"\'\"\'}'")
-    fi
-  done
-  printf '%s\n' "${out[*]}"
-}
+# shellcheck source=launch/quote_args.sh
+source "$(dirname "${BASH_SOURCE[0]}")/quote_args.sh"
 
 NUM_PROCESSES=2
 DEVICES=4

@@ -67,7 +67,7 @@ def test_bash_syntax(script):
 def test_shellcheck(script):
   if shutil.which("shellcheck") is None:
     pytest.skip("shellcheck is not installed")
-  result = subprocess.run(["shellcheck", script], cwd=ROOT,
+  result = subprocess.run(["shellcheck", "-x", script], cwd=ROOT,
                           capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stdout
 
