@@ -24,6 +24,7 @@ from electra_jax import input_pipeline
 from electra_jax import objective
 from electra_jax import pretrained
 from electra_jax import reporting
+from electra_jax import runtime
 from electra_jax import sharding
 from electra_jax import train as train_lib
 
@@ -195,6 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # on plain host arrays.
   state, input_state = checkpointing.restore_or_initialize(
       manager, config, built.state, built.state_shardings)
+  runtime.release_host_memory()
   with sharding.use(mesh, rules):
     # Written only after the compatibility check: a mismatch changes nothing.
     reporting.write_config(config, workdir)
@@ -233,6 +235,7 @@ def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
   t0 = time.perf_counter()
   compiled = built.train_step.lower(state, batch, step_rng).compile()
   logging.info("Compiled the train step in %.1fs.", time.perf_counter() - t0)
+  runtime.release_host_memory()
   _log_memory(compiled)
   progress = reporting.ProgressReport(
       total,

@@ -203,69 +203,104 @@ def threefry2x32(k1: Array, k2: Array, x1: Array, x2: Array
   return x1, x2
 
 
-def _uint16_draws(rng: Array, shape: tuple[int, ...]) -> list[Array]:
-  """Independent uniform 16-bit draws filling `shape`, as a few uint32
-  arrays of 16-bit values whose concatenation along the last axis (cut to
-  `shape[-1]`) is the result.
+# Site ids go into the high bits of the column counter; the columns of one
+# array (a quarter of its last dim) must stay below this.
+_SITE_SHIFT = 24
 
-  One threefry evaluation gives two 32-bit words, so four draws: a quarter
-  of the hash work of `jax.random.bits` (which XORs the two words into one)
-  and an eighth of `bernoulli`'s (a word per element). The counter of each
-  evaluation is (row index, column), so a draw depends only on its index:
-  the same however the array is sharded.
-  """
-  *lead, last = shape
+
+def _random_words(rng: Array, lead: tuple[int, ...], cols: int,
+                  site: Array) -> tuple[Array, Array]:
+  """Two uniform uint32 words per [*lead, cols] element, a function of
+  (key, site, index) only: the same however the array is sharded."""
   if str(jax.random.key_impl(rng)) != "threefry2x32":  # e.g. rbg keys.
-    words = jax.random.bits(rng, (*lead, -(-last // 2)), jnp.uint32)
-    return [words & 0xFFFF, words >> 16]
-  cols = -(-last // 4)
+    words = jax.random.bits(jax.random.fold_in(rng, site), (2, *lead, cols),
+                            jnp.uint32)
+    return words[0], words[1]
   row = jnp.zeros((*lead, cols), jnp.uint32)
   stride = 1
   for axis in reversed(range(len(lead))):
     row += jax.lax.broadcasted_iota(jnp.uint32, row.shape, axis) * stride
     stride *= lead[axis]
   col = jax.lax.broadcasted_iota(jnp.uint32, row.shape, len(lead))
+  col += site.astype(jnp.uint32) << _SITE_SHIFT
   key = jax.random.key_data(rng)
-  w1, w2 = threefry2x32(key[0], key[1], row, col)
-  return [w1 & 0xFFFF, w1 >> 16, w2 & 0xFFFF, w2 >> 16]
+  return threefry2x32(key[0], key[1], row, col)
 
 
-def dropout(x: Array, rate: float, rng: Array) -> Array:
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def keep_bits(rng: Array, shape: tuple[int, ...], threshold: int,
+              site: Array) -> Array:
+  """The packed keep mask of a dropout over `shape`: a uint8 array of shape
+  [*shape[:-1], ceil(shape[-1] / 4)] whose bit i of element [..., c] keeps
+  element [..., 4c + i]. An element is kept when its 16-bit draw is at
+  least `threshold`.
+
+  One threefry evaluation gives two 32-bit words, so four 16-bit draws:
+  a quarter of the hash work of `jax.random.bits` (which XORs the two
+  words into one). The packed bits are materialized: fused into the
+  dropout instead, XLA would evaluate the hash once per element, four
+  times over, in the forward and again in the backward pass. They are the
+  backward pass's residual, at two bits per element. `jit` traces this
+  once per shape.
+  """
+  *lead, last = shape
+  cols = -(-last // 4)
+  if cols >= 1 << _SITE_SHIFT:
+    raise ValueError(f"dropout over a last dim of {last} is not supported "
+                     f"(at most {4 << _SITE_SHIFT}).")
+  w1, w2 = _random_words(rng, tuple(lead), cols, site)
+  t = jnp.uint32(threshold)
+  bits = ((w1 & 0xFFFF) >= t).astype(jnp.uint8)
+  bits |= ((w1 >> 16) >= t).astype(jnp.uint8) << 1
+  bits |= ((w2 & 0xFFFF) >= t).astype(jnp.uint8) << 2
+  bits |= ((w2 >> 16) >= t).astype(jnp.uint8) << 3
+  # `% 251` is the identity on these 4-bit values, but XLA counts a
+  # remainder as expensive and so will not fuse (and repeat) this hash
+  # into each consumer; an optimization barrier is removed before fusion.
+  return bits % jnp.uint8(251)
+
+
+def _unpack(bits: Array, last: int) -> Array:
+  """[..., cols] packed keep bits -> [..., last] bool."""
+  shifts = jnp.arange(4, dtype=jnp.uint8)
+  keep = (bits[..., None] >> shifts) & 1
+  return keep.reshape(*bits.shape[:-1], -1)[..., :last].astype(jnp.bool_)
+
+
+def dropout(x: Array, rate: float, rng: Array, site: int = 0) -> Array:
   """Inverted dropout whose keep mask comes from 16-bit random draws.
 
   The draws cost a quarter of the random-bit work of `bernoulli` (see
-  `_uint16_draws`), which on CPU was the largest cost of the step after
-  the matmuls. An element is dropped when its draw is below
+  `keep_bits`). An element is dropped when its draw is below
   `round(rate * 2**16)`: the drop rate is `rate` to within 2**-17, and the
   kept values are scaled by the exact inverse keep probability, so the
-  expectation is unchanged. The mask depends only on the element's index
-  (the same however the batch is sharded).
+  expectation is unchanged. The mask depends only on the key, the `site`
+  (several dropouts can share one key: a layer draws one) and the
+  element's index, not on how the array is sharded.
   """
   if rate <= 0.0:
     return x
   if rate >= 1.0:
     return jnp.zeros_like(x)
   threshold = min(round(rate * 65536), 65535)
-  draws = _uint16_draws(rng, x.shape)
-  keep = jnp.concatenate([d >= threshold for d in draws], axis=-1)
-  return _keep_and_scale(x, keep[..., :x.shape[-1]],
-                         65536.0 / (65536 - threshold))
+  bits = keep_bits(rng, x.shape, threshold, jnp.uint32(site))
+  return _keep_and_scale(x, bits, 65536.0 / (65536 - threshold))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _keep_and_scale(x: Array, keep: Array, scale: float) -> Array:
-  """`where(keep, x * scale, 0)`; the backward pass keeps only the boolean
-  mask (a byte per element, not the random words it was made from)."""
-  return jnp.where(keep, x * jnp.asarray(scale, x.dtype),
+def _keep_and_scale(x: Array, bits: Array, scale: float) -> Array:
+  """`where(keep, x * scale, 0)` with `keep` unpacked from `bits`; the
+  backward pass keeps only the packed bits."""
+  return jnp.where(_unpack(bits, x.shape[-1]), x * jnp.asarray(scale, x.dtype),
                    jnp.zeros((), x.dtype))
 
 
-def _keep_and_scale_fwd(x, keep, scale):
-  return _keep_and_scale(x, keep, scale), keep
+def _keep_and_scale_fwd(x, bits, scale):
+  return _keep_and_scale(x, bits, scale), bits
 
 
-def _keep_and_scale_bwd(scale, keep, g):
-  return _keep_and_scale(g, keep, scale), None
+def _keep_and_scale_bwd(scale, bits, g):
+  return _keep_and_scale(g, bits, scale), None
 
 
 _keep_and_scale.defvjp(_keep_and_scale_fwd, _keep_and_scale_bwd)
@@ -454,26 +489,35 @@ class TransformerLayer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
-    """x: [batch, length, hidden]; mask: [batch, 1, 1, length] bool."""
+  def __call__(self, x: Array, mask: Array, deterministic: bool,
+               dropout_rng: Array | None = None) -> Array:
+    """x: [batch, length, hidden]; mask: [batch, 1, 1, length] bool.
+
+    The layer's three dropouts share one key (`dropout_rng`, or one drawn
+    from the "dropout" stream), as sites 0-2 of its counter space.
+    """
     cfg = self.cfg
     q, k, v = project_heads(cfg, x, [  # Each [B, N, T, D].
         DenseParams(cfg, ("embed", "joined_kv"), name=name)()
         for name in ("query", "key", "value")])
     rate = cfg.attention_probs_dropout_prob
-    dropout_rng = (None if deterministic or not rate
-                   else self.make_rng("dropout"))
+    hidden_rate = cfg.hidden_dropout_prob
+    train = not deterministic and (rate > 0 or hidden_rate > 0)
+    if train and dropout_rng is None:
+      dropout_rng = self.make_rng("dropout")
     ctx = attention(q, k, v, mask, rate=rate, deterministic=deterministic,
                     impl=cfg.attention_impl, dtype=cfg.dtype,
                     dropout_rng=dropout_rng)
     y = HeadsOutput(cfg, name="attention_output")(ctx)  # [B, T, H]
-    y = Dropout(cfg.hidden_dropout_prob)(y, deterministic=deterministic)
+    if train:
+      y = dropout(y, hidden_rate, dropout_rng, site=1)
     x = _layer_norm(cfg, "attention_LayerNorm")(x + y)
 
     y = _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
     y = gelu(_constrain(y, ("act_batch", "act_length", "act_mlp")))
     y = _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(y)
-    y = Dropout(cfg.hidden_dropout_prob)(y, deterministic=deterministic)
+    if train:
+      y = dropout(y, hidden_rate, dropout_rng, site=2)
     x = _layer_norm(cfg, "output_LayerNorm")(x + y)
     return _constrain(x, ("act_batch", "act_length", "act_embed"))
 
@@ -494,26 +538,33 @@ class Encoder(nn.Module):
       x = _dense(cfg, cfg.hidden_size, ("embed_in", "embed"),
                  "embeddings_project")(x)
     mask = attention_mask.astype(jnp.bool_)[:, None, None, :]
+    # One key per layer, split from one draw of the "dropout" stream: the
+    # same keys unrolled or scanned, so both give the same dropout masks.
+    has_dropout = (cfg.hidden_dropout_prob > 0
+                   or cfg.attention_probs_dropout_prob > 0)
+    keys = (None if deterministic or not has_dropout
+            else jax.random.split(self.make_rng("dropout"),
+                                  cfg.num_hidden_layers))
     if cfg.scan_layers and not self.is_initializing():
-      return self._scan_layers(x, mask, deterministic)
+      return self._scan_layers(x, mask, deterministic, keys)
     layer = TransformerLayer
     if cfg.remat_policy != "none":
       layer = nn.remat(TransformerLayer, static_argnums=(3,),
                        policy=REMAT_POLICIES[cfg.remat_policy])
     for i in range(cfg.num_hidden_layers):
-      x = layer(cfg, name=f"layer_{i}")(x, mask, deterministic)
+      x = layer(cfg, name=f"layer_{i}")(
+          x, mask, deterministic, None if keys is None else keys[i])
     return x
 
-  def _scan_layers(self, x: Array, mask: Array, deterministic: bool) -> Array:
+  def _scan_layers(self, x: Array, mask: Array, deterministic: bool,
+                   keys: Array | None) -> Array:
     """The layers as one `lax.scan` over their stacked params.
 
     XLA then compiles one layer instead of `num_hidden_layers` copies (the
     compile time of a deep model drops several-fold). The params stay the
     per-layer `layer_{i}` trees of the unrolled model (checkpoints, export
     and fine-tuning see no difference); they are stacked here, each step,
-    which costs one copy of the encoder's weights. Dropout draws differ
-    from the unrolled model's (one key per layer, split from this module's
-    stream); without dropout the outputs are the same.
+    which costs one copy of the encoder's weights.
     """
     cfg = self.cfg
     n = cfg.num_hidden_layers
@@ -521,15 +572,11 @@ class Encoder(nn.Module):
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
                            *[params[f"layer_{i}"] for i in range(n)])
     layer = TransformerLayer(cfg, parent=None)
-    has_dropout = cfg.hidden_dropout_prob or cfg.attention_probs_dropout_prob
-    keys = (None if deterministic or not has_dropout
-            else jax.random.split(self.make_rng("dropout"), n))
 
     def body(h, layer_params_and_key):
       layer_params, key = layer_params_and_key
-      rngs = {} if key is None else {"dropout": key}
       return layer.apply({"params": layer_params}, h, mask, deterministic,
-                         rngs=rngs), None
+                         key), None
 
     if cfg.remat_policy != "none":
       body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat_policy],

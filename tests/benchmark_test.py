@@ -100,3 +100,13 @@ def test_profile_step_names_the_ops_by_model_code(tmp_path):
   assert "generator_logits" in text and "discriminator_logits" in text
   assert "bwd " in text and "layer_*" in text
   assert (tmp_path / "train_step.hlo.txt").exists()
+
+
+def test_released_host_memory_leaves_compiled_steps_valid():
+  from electra_jax import runtime  # pylint: disable=g-import-not-at-top
+  compiled = jax.jit(lambda x: x * 2 + 1).lower(jnp.ones(3)).compile()
+  jitted = jax.jit(lambda x: x - 1)
+  assert float(jitted(jnp.ones(()))) == 0.0
+  runtime.release_host_memory()
+  assert compiled(jnp.ones(3)).tolist() == [3.0, 3.0, 3.0]
+  assert float(jitted(jnp.ones(()))) == 0.0  # Traced and compiled again.

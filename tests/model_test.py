@@ -3,6 +3,7 @@
 import functools
 import importlib.util
 import os
+import re
 
 from flax import traverse_util
 import flax.linen as nn
@@ -194,9 +195,11 @@ def test_sequence_longer_than_positions_is_a_clear_error():
     module.init(jax.random.key(0), jnp.zeros((1, 129), jnp.int32))
 
 
-@pytest.mark.parametrize("rate", [0.1, 0.5])
-def test_dropout_rate_and_scale(rate):
-  x = jnp.ones((64, 33, 256), jnp.float32)
+@pytest.mark.parametrize("rate,shape", [(0.1, (64, 33, 256)),
+                                        (0.5, (64, 33, 256)),
+                                        (0.1, (64, 256, 33))])
+def test_dropout_rate_and_scale(rate, shape):
+  x = jnp.ones(shape, jnp.float32)
   y = np.asarray(model_lib.dropout(x, rate, jax.random.key(0)))
   dropped = (y == 0).mean()
   assert abs(dropped - rate) < 0.005
@@ -208,6 +211,29 @@ def test_dropout_rate_and_scale(rate):
   # A new key, an independent mask: they differ w.p. 2 r (1 - r).
   assert abs((y != other).mean() - 2 * rate * (1 - rate)) < 0.01
   np.testing.assert_array_equal(model_lib.dropout(x, 0.0, None), x)
+
+
+def test_dropout_sites_sharing_a_key_draw_independent_masks():
+  x = jnp.ones((32, 64, 128), jnp.float32)
+  key = jax.random.key(0)
+  a, b = (np.asarray(model_lib.dropout(x, 0.5, key, site=s)) != 0
+          for s in (0, 1))
+  assert abs((a != b).mean() - 0.5) < 0.01
+  # Neighbouring elements (one hash gives four draws) are independent too.
+  assert abs((a[..., 1:] != a[..., :-1]).mean() - 0.5) < 0.01
+
+
+def test_dropout_hashes_once_per_four_elements():
+  # The packed keep bits (u8, a quarter of the elements) are a fusion's
+  # output, so each Threefry evaluation runs once, not once per element
+  # that reads it (XLA would otherwise fuse the hash into the consumer);
+  # and one Threefry (22 xors) is compiled for forward and backward.
+  x = jnp.ones((8, 16, 64), jnp.float32)
+  fn = jax.jit(lambda v, k: jax.vjp(
+      lambda y: model_lib.dropout(y, 0.1, k), v)[1](v))
+  hlo = fn.lower(x, jax.random.key(0)).compile().as_text()
+  assert re.search(r"= u8\[8,16,16\]\S* fusion\(", hlo), hlo
+  assert hlo.count(" xor(") <= 25, hlo.count(" xor(")
 
 
 def test_dropout_mask_is_independent_of_sharding():
@@ -243,6 +269,9 @@ def test_scan_and_remat_compute_the_same_function_with_the_same_params():
     return jnp.sum(gen ** 2) * 1e-3 + jnp.sum(disc ** 2)
 
   want = jax.value_and_grad(functools.partial(loss, plain))(params)
+  want_train = jax.jit(functools.partial(loss, plain, deterministic=False))(
+      params)
+  assert np.isfinite(want_train) and want_train != want[0]
   for scan, policy in [(True, "none"), (True, "dots"), (False, "full"),
                        (True, "dots_no_batch")]:
     model = _pretraining_with(scan_layers=scan, remat_policy=policy)
@@ -253,9 +282,9 @@ def test_scan_and_remat_compute_the_same_function_with_the_same_params():
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     for g, w in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1])):
       np.testing.assert_allclose(g, w, rtol=2e-4, atol=1e-6)
-    # With dropout on, training runs and draws differ per key.
+    # With dropout on, each layer draws the same masks scanned or not.
     train = jax.jit(functools.partial(loss, model, deterministic=False))
-    assert np.isfinite(train(params)) and train(params) != got[0]
+    np.testing.assert_allclose(train(params), want_train, rtol=1e-5)
 
 
 def test_unknown_remat_policy_is_a_clear_error():
