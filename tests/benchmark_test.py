@@ -12,6 +12,7 @@ import pytest
 from electra_jax import benchmark
 from electra_jax import flops
 from electra_jax import model as model_lib
+from electra_jax import runtime
 from tests import model_test
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,7 +104,6 @@ def test_profile_step_names_the_ops_by_model_code(tmp_path):
 
 
 def test_released_host_memory_leaves_compiled_steps_valid():
-  from electra_jax import runtime  # pylint: disable=g-import-not-at-top
   compiled = jax.jit(lambda x: x * 2 + 1).lower(jnp.ones(3)).compile()
   jitted = jax.jit(lambda x: x - 1)
   assert float(jitted(jnp.ones(()))) == 0.0

@@ -223,6 +223,18 @@ def test_dropout_sites_sharing_a_key_draw_independent_masks():
   assert abs((a[..., 1:] != a[..., :-1]).mean() - 0.5) < 0.01
 
 
+def test_dropout_with_other_key_implementations():
+  # Non-Threefry keys (e.g. rbg) take `jax.random.bits`, with the same
+  # rate, scale and per-site independence.
+  x = jnp.ones((32, 64, 130), jnp.float32)
+  key = jax.random.key(0, impl="rbg")
+  a, b = (np.asarray(model_lib.dropout(x, 0.25, key, site=s))
+          for s in (0, 1))
+  assert abs((a == 0).mean() - 0.25) < 0.005
+  np.testing.assert_allclose(a[a != 0], 1 / 0.75, rtol=1e-4)
+  assert abs(((a != 0) != (b != 0)).mean() - 2 * 0.25 * 0.75) < 0.01
+
+
 def test_dropout_hashes_once_per_four_elements():
   # The packed keep bits (u8, a quarter of the elements) are a fusion's
   # output, so each Threefry evaluation runs once, not once per element
