@@ -97,6 +97,11 @@ def tree_shardings(abstract_boxed: Any, mesh: Mesh, rules: Rules) -> Any:
                       is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
+def fully_replicated(shardings: Any) -> bool:
+  """Whether every sharding in the tree keeps whole copies on all devices."""
+  return all(s.is_fully_replicated for s in jax.tree.leaves(shardings))
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Batches are split over `("data", "fsdp")` along their first dim."""
   return NamedSharding(mesh, P(BATCH_AXES))

@@ -180,9 +180,14 @@ def _split_micro(tree, k: int):
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
-               model: nn.Module, sc: StepConfig,
-               schedule: optax.Schedule) -> tuple[TrainState, Any]:
+               model: nn.Module, sc: StepConfig, schedule: optax.Schedule,
+               flat_norm: bool = False) -> tuple[TrainState, Any]:
   """One optimizer step on a global batch. Pure; jit it once.
+
+  `flat_norm` computes the logged norms over the concatenated leaves
+  (`optimizer.global_norm`); set it when the params are not sharded. With
+  the same setting as the optimizer's, XLA computes the gradient norm once
+  for clipping and for the metric.
 
   The step's randomness is `fold_in(rng, state.step)`, split into named
   keys for masking, sampling and dropout. Masking runs on the whole batch
@@ -227,8 +232,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
       **metrics,
       "loss": (_total_loss(metrics, counts, sc), one),
       "learning_rate": (schedule(state.step).astype(jnp.float32), one),
-      "grad_norm": (optax.tree.norm(grads), one),
-      "param_norm": (optax.tree.norm(params), one),
+      "grad_norm": (optimizer.global_norm(grads, flat=flat_norm), one),
+      "param_norm": (optimizer.global_norm(params, flat=flat_norm), one),
   }
   new_state = state.replace(step=state.step + 1, params=params,
                             opt_state=opt_state)
@@ -269,7 +274,11 @@ def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
   """
   model = model_lib.pretraining_model(config)
   sc = StepConfig.from_config(config)
-  tx, schedule = optimizer.create_optimizer(config)
+  # Unsharded params (data parallel) take the one-kernel global norms.
+  flat_norm = sharding.fully_replicated(sharding.tree_shardings(
+      jax.eval_shape(functools.partial(init_params, model=model, sc=sc), rng),
+      mesh, rules))
+  tx, schedule = optimizer.create_optimizer(config, flat_norm=flat_norm)
   replicated = NamedSharding(mesh, P())
   batch_sh = sharding.batch_sharding(mesh)
   state_sh = state_shardings(rng, model=model, sc=sc, tx=tx, mesh=mesh,
@@ -278,7 +287,8 @@ def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
       functools.partial(create_train_state, model=model, sc=sc, tx=tx),
       out_shardings=state_sh)(rng)
   p_train = jax.jit(
-      functools.partial(train_step, model=model, sc=sc, schedule=schedule),
+      functools.partial(train_step, model=model, sc=sc, schedule=schedule,
+                        flat_norm=flat_norm),
       in_shardings=(state_sh, batch_sh, replicated),
       out_shardings=(state_sh, replicated), donate_argnums=0)
   p_eval = jax.jit(

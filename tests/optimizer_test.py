@@ -303,11 +303,8 @@ def test_bias_correction_differs_from_reference_and_equals_optax_adamw():
 
 
 def _first_moment(opt_state):
-  """Finds the reference Adam state in the chain's state tuple."""
-  for state in opt_state:
-    if isinstance(state, optimizer.ScaleByAdamNoBiasCorrectionState):
-      return state.mu
-  raise AssertionError(f"no Adam state in {opt_state}")
+  assert isinstance(opt_state, optimizer.AdamWState)
+  return opt_state.mu
 
 
 def test_clipping_scales_grads_to_global_norm_one():
@@ -350,3 +347,72 @@ def test_grad_accum_steps_must_be_positive():
     optimizer.create_optimizer(_adamw_config(grad_accum_steps=0))
   tx, _ = optimizer.create_optimizer(_adamw_config(grad_accum_steps=4))
   assert isinstance(tx, optax.GradientTransformation)
+
+
+def _optax_chain(schedule, *, bias_correction, max_grad_norm):
+  """The optax chain that `optimizer.adamw` fuses, for comparison."""
+  parts = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
+  adam = optax.scale_by_adam(b1=_B1, b2=_B2, eps=_EPS)
+  if not bias_correction:  # Same state, update m / (sqrt(v) + eps).
+    adam = optax.GradientTransformation(adam.init, _no_bias_correction_update)
+  parts += [adam,
+            optax.add_decayed_weights(_WD, optimizer.weight_decay_mask),
+            optax.scale_by_learning_rate(schedule)]
+  return optax.chain(*parts)
+
+
+def _no_bias_correction_update(updates, state, params=None):
+  """`optax.scale_by_adam`'s update without its bias correction."""
+  del params
+  mu = jax.tree.map(lambda m, g: _B1 * m + (1 - _B1) * g, state.mu, updates)
+  nu = jax.tree.map(lambda v, g: _B2 * v + (1 - _B2) * g * g, state.nu,
+                    updates)
+  out = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + _EPS), mu, nu)
+  return out, state._replace(count=state.count + 1, mu=mu, nu=nu)
+
+
+@pytest.mark.parametrize("bias_correction", [False, True])
+@pytest.mark.parametrize("max_grad_norm", [0.0, 0.3])
+@pytest.mark.parametrize("flat_norm", [False, True])
+def test_fused_adamw_equals_the_optax_chain(bias_correction, max_grad_norm,
+                                            flat_norm):
+  config = _adamw_config(bias_correction=bias_correction,
+                         max_grad_norm=max_grad_norm, num_warmup_steps=2)
+  tx, schedule = optimizer.create_optimizer(config, flat_norm=flat_norm)
+  chain = _optax_chain(schedule, bias_correction=bias_correction,
+                       max_grad_norm=max_grad_norm)
+  got, state = _run(tx, _PARAMS, _GRADS)
+  want, _ = _run(chain, _PARAMS, _GRADS)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9),
+      got, want)
+  assert int(state.count) == len(_GRADS)
+  assert not np.allclose(got["dense"]["kernel"], _PARAMS["dense"]["kernel"])
+
+
+def test_global_norm_flat_equals_per_leaf():
+  tree = {"a": jnp.arange(12.0).reshape(3, 4), "b": {"c": -jnp.ones(5)},
+          "d": jnp.array([3.0], jnp.bfloat16)}
+  want = np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64)))
+                     for x in jax.tree.leaves(tree)))
+  for flat in (False, True):
+    got = jax.jit(lambda t, f=flat: optimizer.global_norm(t, flat=f))(tree)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert float(optimizer.global_norm({})) == 0.0
+
+
+def test_adamw_needs_params():
+  tx, _ = optimizer.create_optimizer(_adamw_config())
+  grads = _GRADS[0]
+  with pytest.raises(ValueError, match="needs the params"):
+    tx.update(grads, tx.init(_PARAMS))
+
+
+def test_lamb_clips_with_the_flat_norm_too():
+  config = _adamw_config(optimizer="lamb", max_grad_norm=0.1)
+  got, _ = _run(optimizer.create_optimizer(config, flat_norm=True)[0],
+                _PARAMS, _GRADS)
+  want, _ = _run(optimizer.create_optimizer(config)[0], _PARAMS, _GRADS)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+               got, want)

@@ -102,8 +102,9 @@ def test_params_are_sharded_as_the_rules_say():
   assert spec(p["generator"]["output_bias"]) == ("tensor",)
   shard = layer["intermediate"]["kernel"].addressable_shards[0].data
   assert shard.shape == (64 // 2, 128 // 2)  # Really split, not replicated.
-  mu = state.opt_state[1].mu["discriminator"]["encoder"]["layer_0"]
+  mu = state.opt_state.mu["discriminator"]["encoder"]["layer_0"]
   assert spec(mu["query"]["kernel"]) == ("fsdp", "tensor")
+  assert spec(state.opt_state.count) == ()
 
 
 def test_gradient_accumulation_equals_the_full_batch():
