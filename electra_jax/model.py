@@ -547,6 +547,8 @@ class Encoder(nn.Module):
                                   cfg.num_hidden_layers))
     if cfg.scan_layers and not self.is_initializing():
       return self._scan_layers(x, mask, deterministic, keys)
+    if not self.is_initializing():
+      return self._unrolled_layers(x, mask, deterministic, keys)
     layer = TransformerLayer
     if cfg.remat_policy != "none":
       layer = nn.remat(TransformerLayer, static_argnums=(3,),
@@ -554,6 +556,33 @@ class Encoder(nn.Module):
     for i in range(cfg.num_hidden_layers):
       x = layer(cfg, name=f"layer_{i}")(
           x, mask, deterministic, None if keys is None else keys[i])
+    return x
+
+  def _unrolled_layers(self, x: Array, mask: Array, deterministic: bool,
+                       keys: Array | None) -> Array:
+    """The layers one after another, each through one jitted function.
+
+    Same params (`layer_{i}`) and the same computation as the plain loop
+    over `TransformerLayer` submodules, but JAX traces, differentiates and
+    lowers the layer once per call of the encoder instead of once per
+    layer (the jit cache serves the rest); XLA inlines the calls, so the
+    compiled step is the unrolled one. This takes seconds off the step's
+    tracing. The function is made anew per call, so a cached trace never
+    outlives the logical-axis rules it was traced under.
+    """
+    cfg = self.cfg
+    params = self.variables["params"]
+    layer = TransformerLayer(cfg, parent=None)
+
+    def apply(layer_params, h, m, key):
+      return layer.apply({"params": layer_params}, h, m, deterministic, key)
+
+    if cfg.remat_policy != "none":
+      apply = jax.checkpoint(apply, policy=REMAT_POLICIES[cfg.remat_policy])
+    apply = jax.jit(apply)
+    for i in range(cfg.num_hidden_layers):
+      x = apply(params[f"layer_{i}"], x, mask,
+                None if keys is None else keys[i])
     return x
 
   def _scan_layers(self, x: Array, mask: Array, deterministic: bool,
