@@ -54,7 +54,15 @@ def _short_source(op_name: str) -> str:
   direction = "bwd" if "transpose(" in op_name else "fwd"
   path = re.sub(r"layer_\d+", "layer_*", op_name)
   path = re.sub(r"^jit\(train_step\)/", "", path)
-  path = re.sub(r"(transpose|jvp|vmap)\(", "", path).replace(")", "")
+  unwrapped = None
+  while unwrapped != path:  # transpose(jvp(f)) -> f; jit(g) stays.
+    unwrapped, path = path, re.sub(r"(?:transpose|jvp|vmap)\(([^()]*)\)",
+                                   r"\1", path)
+  # The encoder's layers run through one jitted function (model.Encoder):
+  # `encoder/encoder._unrolled_layers/layer_*/jit(apply)/TransformerLayer/x`
+  # -> `encoder/layer_*/x`.
+  path = re.sub(r"/\w+\._unrolled_layers/", "/", path)
+  path = path.replace("/jit(apply)/TransformerLayer/", "/")
   return f"{direction} {path}"
 
 

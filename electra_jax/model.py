@@ -581,8 +581,9 @@ class Encoder(nn.Module):
       apply = jax.checkpoint(apply, policy=REMAT_POLICIES[cfg.remat_policy])
     apply = jax.jit(apply)
     for i in range(cfg.num_hidden_layers):
-      x = apply(params[f"layer_{i}"], x, mask,
-                None if keys is None else keys[i])
+      with jax.named_scope(f"layer_{i}"):  # Names ops in HLO and profiles.
+        x = apply(params[f"layer_{i}"], x, mask,
+                  None if keys is None else keys[i])
     return x
 
   def _scan_layers(self, x: Array, mask: Array, deterministic: bool,
