@@ -135,7 +135,7 @@ def pretraining_style_config(config: ml_collections.ConfigDict,
 
 def create_optimizer(
     config: ml_collections.ConfigDict, params: Any, num_layers: int,
-    num_train_steps: int,
+    num_train_steps: int, *, flat_norm: bool = False,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The pretraining optimizer chain followed by the layer-wise multipliers.
 
@@ -144,13 +144,15 @@ def create_optimizer(
     params: the task params or their shapes (for the multiplier tree).
     num_layers: transformer layers of the model.
     num_train_steps: total updates, for the schedule.
+    flat_norm: clip with the one-kernel norm (`optimizer.global_norm`);
+      only for params that are not sharded.
 
   Returns:
     `(tx, schedule)`; `schedule` is the head's (undecayed) learning rate.
   """
   opt = config.optimizer
   tx, schedule = optimizer_lib.create_optimizer(
-      pretraining_style_config(config, num_train_steps))
+      pretraining_style_config(config, num_train_steps), flat_norm=flat_norm)
   multipliers = lr_multipliers(
       params, num_layers=num_layers, decay=opt.layerwise_lr_decay,
       compat=opt.layerwise_lr_decay_compat)

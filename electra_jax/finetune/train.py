@@ -33,6 +33,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from electra_jax import objective
+from electra_jax import optimizer
 from electra_jax import reporting
 from electra_jax import sharding
 from electra_jax.finetune import data as data_lib
@@ -77,8 +78,14 @@ def task_loss(kind: str, outputs: jax.Array, batch: Batch):
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
-               model: heads.TaskModel, schedule: optax.Schedule):
-  """One optimizer step; dropout keys come from `fold_in(rng, step)`."""
+               model: heads.TaskModel, schedule: optax.Schedule,
+               flat_norm: bool = False):
+  """One optimizer step; dropout keys come from `fold_in(rng, step)`.
+
+  `flat_norm`: the logged gradient norm over the concatenated leaves, as
+  the optimizer's clipping computes it for unsharded params (XLA then
+  computes it once).
+  """
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
@@ -93,7 +100,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
   one = jnp.ones((), jnp.float32)
   metrics = {"loss": (total, count),
              "learning_rate": (schedule(state.step).astype(jnp.float32), one),
-             "grad_norm": (optax.tree.norm(grads), one)}
+             "grad_norm": (optimizer.global_norm(grads, flat=flat_norm), one)}
   return state.replace(step=state.step + 1,
                        params=optax.apply_updates(state.params, updates),
                        opt_state=opt_state), metrics
@@ -152,8 +159,10 @@ def build_steps(task: restore.Task, mesh, rules,
                    in_shardings=(param_sh,), out_shardings=param_sh)
   if num_train_steps is None:
     return Steps(None, None, p_eval, p_copy, param_sh, abstract)
+  flat_norm = sharding.fully_replicated(param_sh)
   tx, schedule = lr_decay.create_optimizer(
-      task.config, abstract, task.cfg.num_hidden_layers, num_train_steps)
+      task.config, abstract, task.cfg.num_hidden_layers, num_train_steps,
+      flat_norm=flat_norm)
   create = functools.partial(_create_state, model=model, length=length, tx=tx)
   state_abstract = jax.eval_shape(create, jax.random.key(0), None)
   opt_sh = optax.tree_map_params(
@@ -168,7 +177,7 @@ def build_steps(task: restore.Task, mesh, rules,
   p_init = jax.jit(create, in_shardings=(replicated, pre_sh),
                    out_shardings=state_sh)
   p_train = jax.jit(functools.partial(train_step, model=model,
-                                      schedule=schedule),
+                                      schedule=schedule, flat_norm=flat_norm),
                     in_shardings=(state_sh, batch_sh, replicated),
                     out_shardings=(state_sh, replicated), donate_argnums=0)
   return Steps(p_init, p_train, p_eval, p_copy, param_sh, abstract)
