@@ -547,7 +547,7 @@ class Encoder(nn.Module):
                                   cfg.num_hidden_layers))
     if cfg.scan_layers and not self.is_initializing():
       return self._scan_layers(x, mask, deterministic, keys)
-    if not self.is_initializing():
+    if not self.is_initializing() and isinstance(x, jax.core.Tracer):
       return self._unrolled_layers(x, mask, deterministic, keys)
     layer = TransformerLayer
     if cfg.remat_policy != "none":
@@ -568,7 +568,9 @@ class Encoder(nn.Module):
     layer (the jit cache serves the rest); XLA inlines the calls, so the
     compiled step is the unrolled one. This takes seconds off the step's
     tracing. The function is made anew per call, so a cached trace never
-    outlives the logical-axis rules it was traced under.
+    outlives the logical-axis rules it was traced under; hence it is used
+    only under a trace (jit, grad), where the caller compiles once; eager
+    calls keep the plain loop rather than compile a layer per call.
     """
     cfg = self.cfg
     params = self.variables["params"]
