@@ -123,12 +123,25 @@ def restore_or_initialize(
     saved = manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"]
     check_compatible(saved, config, where)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(
-            _abstract(state.params, state_shardings.params)),
-        opt_state=ocp.args.StandardRestore(
-            _abstract(state.opt_state, state_shardings.opt_state)),
-        input=ocp.args.JsonRestore()))
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(
+              _abstract(state.params, state_shardings.params)),
+          opt_state=ocp.args.StandardRestore(
+              _abstract(state.opt_state, state_shardings.opt_state)),
+          input=ocp.args.JsonRestore()))
+    except ValueError as e:
+      if "structures do not match" not in str(e):
+        raise
+      opt = config.optimizer
+      raise ValueError(
+          f"The optimizer state in {where} does not fit this run's optimizer "
+          f"(optimizer={opt.optimizer!r}, max_grad_norm={opt.max_grad_norm})."
+          " It was saved with other optimizer settings (see that run's "
+          "config.json), or by an electra_jax from before AdamW became one "
+          "fused transform. Resume with the same settings, or start a new "
+          f"--workdir with --config.init_from={manager.directory.parent} to "
+          "take only its params.") from e
     logging.info("Resumed from %s.", where)
     state = state.replace(
         step=jax.device_put(jax.numpy.asarray(step, jax.numpy.int32),

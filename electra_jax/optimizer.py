@@ -279,17 +279,15 @@ def adamw(
                        "tx.update(grads, opt_state, params).")
     decayed = mask(params) if callable(mask) else mask
     treedef = jax.tree.structure(updates)
-    grads = treedef.flatten_up_to(updates)
-    leaves = zip(grads, treedef.flatten_up_to(state.mu),
+    leaves = zip(treedef.flatten_up_to(updates),
+                 treedef.flatten_up_to(state.mu),
                  treedef.flatten_up_to(state.nu),
                  treedef.flatten_up_to(params),
                  treedef.flatten_up_to(decayed))
     scale = (_clip_scale(updates, max_grad_norm, flat_norm)
-             if max_grad_norm > 0 else None)
+             if max_grad_norm > 0 else jnp.ones((), jnp.float32))
     lr = learning_rate(state.count)
     t = (state.count + 1).astype(jnp.float32)
-    if scale is None:
-      scale = jnp.ones((), jnp.float32)
     new_updates, new_mu, new_nu = [], [], []
     for g, m, v, p, decay in leaves:
       u, m, v = _adamw_leaf(

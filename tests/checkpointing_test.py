@@ -245,3 +245,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
   params, step = final_params(tmp_path)
   assert step == 2  # Nothing was saved after the loss went bad.
   assert_bitwise_equal(params, good)
+
+
+def test_resuming_with_another_optimizer_is_a_clear_error(tmp_path,
+                                                          data_cache):
+  loop.train_and_evaluate(tiny_config(data_cache, steps=2), str(tmp_path))
+  config = tiny_config(data_cache, steps=4)
+  config.optimizer.optimizer = "lamb"  # Another opt_state structure.
+  with pytest.raises(ValueError, match=r"optimizer state in .*optimizer='lamb'"
+                     r".*init_from="):
+    loop.train_and_evaluate(config, str(tmp_path))
