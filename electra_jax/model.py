@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from electra_jax import linear as linear_lib
+
 Array = jax.Array
 Dtype = Any
 
@@ -69,6 +71,14 @@ class ModelConfig:
           f"{sorted(REMAT_POLICIES)} (config.model.remat_policy).")
 
 
+def _keep_linear(policy):
+  """`policy`, also keeping the outputs of `linear_lib.linear` (the dense
+  products, whose custom VJP hides their `dot_general` from `policy`)."""
+  return jax.checkpoint_policies.save_from_both_policies(
+      policy, jax.checkpoint_policies.save_only_these_names(
+          linear_lib.CHECKPOINT_NAME))
+
+
 # Which activations the backward pass keeps (the rest are recomputed):
 # "none" keeps all (no rematerialization), "full" keeps only each layer's
 # input, "dots" the matmul outputs, "dots_no_batch" the matmul outputs
@@ -76,8 +86,9 @@ class ModelConfig:
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": _keep_linear(jax.checkpoint_policies.checkpoint_dots),
+    "dots_no_batch": _keep_linear(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable),
 }
 
 
@@ -150,9 +161,9 @@ def gelu(x: Array) -> Array:
 
 def _dense(
     cfg: ModelConfig, features: int, names: tuple[str, str], name: str
-) -> nn.Dense:
+) -> linear_lib.Dense:
   init = nn.initializers.truncated_normal(cfg.initializer_range)
-  return nn.Dense(
+  return linear_lib.Dense(
       features,
       dtype=cfg.dtype,
       param_dtype=cfg.param_dtype,
@@ -416,12 +427,13 @@ def project_heads(cfg: ModelConfig, x: Array,
   attention over twice as fast as the [batch, length, heads, dim] layout.
   """
   h, n = cfg.hidden_size, cfg.num_attention_heads
-  kernel = jnp.stack([k for k, _ in params], axis=1)  # [H, 3, H]
-  kernel = kernel.astype(cfg.dtype).reshape(h, len(params), n, h // n)
-  bias = jnp.stack([b for _, b in params]).astype(cfg.dtype)
-  y = jnp.einsum("BTH,HKND->KBNTD", x.astype(cfg.dtype), kernel)
-  y += bias.reshape(len(params), 1, n, 1, h // n)
-  return [_constrain(y[i], ("act_batch", "act_heads", "act_length", None))
+  kernel = jnp.concatenate([k for k, _ in params], axis=1)  # [H, 3H]
+  bias = jnp.concatenate([b for _, b in params])
+  y = linear_lib.linear(x.astype(cfg.dtype), kernel.astype(cfg.dtype))
+  y = (y + bias.astype(cfg.dtype)).reshape(*x.shape[:2], len(params), n,
+                                           h // n)  # [B, T, K, N, D]
+  return [_constrain(jnp.transpose(y[:, :, i], (0, 2, 1, 3)),
+                     ("act_batch", "act_heads", "act_length", None))
           for i in range(len(params))]
 
 
@@ -435,8 +447,10 @@ class HeadsOutput(nn.Module):
     cfg = self.cfg
     h, n = cfg.hidden_size, cfg.num_attention_heads
     kernel, bias = _square_dense_params(self, ("joined_kv", "embed"))
-    kernel = kernel.astype(cfg.dtype).reshape(n, h // n, h)  # [N, D, H]
-    return (jnp.einsum("BNTD,NDH->BTH", ctx, kernel)
+    b, _, t, _ = ctx.shape
+    ctx = _constrain(jnp.transpose(ctx, (0, 2, 1, 3)).reshape(b, t, h),
+                     ("act_batch", "act_length", "act_kv"))
+    return (linear_lib.linear(ctx, kernel.astype(cfg.dtype))
             + bias.astype(cfg.dtype))
 
 
@@ -666,7 +680,7 @@ class GeneratorTower(nn.Module):
         (cfg.vocab_size,),
         cfg.param_dtype,
     )
-    logits = jnp.einsum("BPE,VE->BPV", x, word_table.astype(cfg.dtype))
+    logits = linear_lib.linear(x, word_table.astype(cfg.dtype).T)
     return logits.astype(jnp.float32) + bias.astype(jnp.float32)
 
 

@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from electra_jax import linear
 from electra_jax import model as model_lib
 
 Array = jax.Array
@@ -37,9 +38,9 @@ HEAD_STYLES = ("official", "transformers")
 
 
 def _dense(cfg: model_lib.ModelConfig, features: int,
-           names: tuple[str | None, str | None], name: str) -> nn.Dense:
+           names: tuple[str | None, str | None], name: str) -> linear.Dense:
   init = nn.initializers.truncated_normal(cfg.initializer_range)
-  return nn.Dense(
+  return linear.Dense(
       features, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
       kernel_init=nn.with_logical_partitioning(init, names),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros,

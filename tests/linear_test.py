@@ -1,0 +1,89 @@
+"""`linear` and `Dense`: autodiff's values, nn.Dense's params, and the
+operand order of the kernel gradient."""
+
+import flax.linen as nn
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from electra_jax import linear as linear_lib
+from electra_jax import model as model_lib
+
+
+def _reference(x, kernel):
+  return jnp.einsum("...i,io->...o", x, kernel)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(8, 24), (24, 8), (16, 16)])
+def test_gradients_equal_autodiff(n_in, n_out):
+  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (2, 5, n_in))
+  kernel = jax.random.normal(kk, (n_in, n_out))
+  g = jax.random.normal(kg, (2, 5, n_out))
+  y, vjp = jax.vjp(linear_lib.linear, x, kernel)
+  y_ref, vjp_ref = jax.vjp(_reference, x, kernel)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-6)
+  for got, want in zip(vjp(g), vjp_ref(g)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _kernel_grad_operands(n_in, n_out):
+  """Shapes of the operands of the product that makes the kernel grad."""
+  x = jnp.ones((4, 6, n_in))
+  kernel = jnp.ones((n_in, n_out))
+  jaxpr = jax.make_jaxpr(jax.grad(
+      lambda x, k: linear_lib.linear(x, k).sum(), argnums=1))(x, kernel)
+  found = []
+
+  def visit(jpr):
+    for eqn in jpr.eqns:
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        visit(sub)
+      if (eqn.primitive.name == "dot_general"
+          and eqn.outvars[0].aval.shape in ((n_in, n_out), (n_out, n_in))):
+        found.append([v.aval.shape for v in eqn.invars])
+
+  visit(jaxpr.jaxpr)
+  assert len(found) == 1, found
+  return found[0]
+
+
+def test_kernel_gradient_puts_the_narrower_operand_first():
+  # XLA CPU transposes the left operand of the kernel-gradient product;
+  # autodiff of a plain einsum always puts the output gradient there.
+  assert _kernel_grad_operands(8, 32)[0] == (4, 6, 8)  # x, not g.
+  assert _kernel_grad_operands(32, 8)[0] == (4, 6, 8)  # g, not x.
+
+
+def test_dense_matches_flax_dense():
+  x = jax.random.normal(jax.random.key(1), (3, 7, 12))
+  kwargs = dict(features=5, dtype=jnp.float32,
+                kernel_init=nn.initializers.normal(0.2),
+                bias_init=nn.initializers.normal(0.2))
+  ours, theirs = linear_lib.Dense(**kwargs), nn.Dense(**kwargs)
+  params = ours.init(jax.random.key(2), x)
+  ref_params = theirs.init(jax.random.key(2), x)
+  jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+  np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x),
+                             rtol=1e-6)
+  grads = jax.grad(lambda p: (ours.apply(p, x) ** 2).sum())(params)
+  ref = jax.grad(lambda p: (theirs.apply(p, x) ** 2).sum())(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5),
+               grads, ref)
+
+
+@pytest.mark.parametrize("policy", ["dots", "dots_no_batch"])
+def test_dot_remat_policies_keep_linear_outputs(policy, capsys):
+  x, k1, k2 = jnp.ones((4, 8)), jnp.ones((8, 16)), jnp.ones((16, 8))
+
+  def f(x, k1, k2):
+    h = jnp.tanh(linear_lib.linear(x, k1))
+    return jnp.tanh(linear_lib.linear(h, k2)).sum()
+
+  jax.ad_checkpoint.print_saved_residuals(
+      jax.checkpoint(f, policy=model_lib.REMAT_POLICIES[policy]), x, k1, k2)
+  kept = sorted(line.split()[0] for line in capsys.readouterr().out.splitlines()
+                if "named 'linear'" in line)
+  assert kept == ["f32[4,16]", "f32[4,8]"]
