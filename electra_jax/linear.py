@@ -11,8 +11,12 @@ there is one, is of the narrower operand. On the small model's train step
 on CPU this took about a tenth off the step; GPUs and TPUs take either
 operand order without copies, so there it changes nothing.
 
+`bias_add` sums its bias gradient over the tokens as a product with ones,
+which XLA CPU runs over 20x faster than its reduction of a major axis
+(another ~6% of that step).
+
 `Dense` is `flax.linen.Dense` (same parameters, names and initializers)
-computed with `linear`.
+computed with `linear` and `bias_add`.
 """
 
 from typing import Any, Callable
@@ -57,6 +61,33 @@ def _linear_bwd(residuals, g: Array):
 _linear.defvjp(_linear_fwd, _linear_bwd)
 
 
+@jax.custom_vjp
+def bias_add(y: Array, bias: Array) -> Array:
+  """`y [..., n] + bias [n]`, whose bias gradient is a product with ones.
+
+  The gradient is the sum of `g` over its leading (token) axes. XLA CPU
+  reduces a major axis of a row-major array slowly: 32 ms for the
+  generator head's [32, 19, 30522] gradient, against 1.4 ms for the same
+  sum as a vector-matrix product.
+  """
+  return y + bias
+
+
+def _bias_add_fwd(y: Array, bias: Array):
+  return bias_add(y, bias), bias
+
+
+def _bias_add_bwd(bias: Array, g: Array):
+  lead = "abcdefgh"[:g.ndim - 1]
+  ones = jnp.ones(g.shape[:-1], g.dtype)
+  dbias = jnp.einsum(f"{lead},{lead}n->n", ones, g,
+                     preferred_element_type=jnp.float32)
+  return g, dbias.astype(bias.dtype)
+
+
+bias_add.defvjp(_bias_add_fwd, _bias_add_bwd)
+
+
 class Dense(nn.Module):
   """`nn.Dense` over the last axis, through `linear`."""
 
@@ -74,4 +105,4 @@ class Dense(nn.Module):
                       self.param_dtype)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
                                               dtype=self.dtype)
-    return linear(x, kernel) + bias
+    return bias_add(linear(x, kernel), bias)

@@ -430,8 +430,8 @@ def project_heads(cfg: ModelConfig, x: Array,
   kernel = jnp.concatenate([k for k, _ in params], axis=1)  # [H, 3H]
   bias = jnp.concatenate([b for _, b in params])
   y = linear_lib.linear(x.astype(cfg.dtype), kernel.astype(cfg.dtype))
-  y = (y + bias.astype(cfg.dtype)).reshape(*x.shape[:2], len(params), n,
-                                           h // n)  # [B, T, K, N, D]
+  y = linear_lib.bias_add(y, bias.astype(cfg.dtype))
+  y = y.reshape(*x.shape[:2], len(params), n, h // n)  # [B, T, K, N, D]
   return [_constrain(jnp.transpose(y[:, :, i], (0, 2, 1, 3)),
                      ("act_batch", "act_heads", "act_length", None))
           for i in range(len(params))]
@@ -450,8 +450,8 @@ class HeadsOutput(nn.Module):
     b, _, t, _ = ctx.shape
     ctx = _constrain(jnp.transpose(ctx, (0, 2, 1, 3)).reshape(b, t, h),
                      ("act_batch", "act_length", "act_kv"))
-    return (linear_lib.linear(ctx, kernel.astype(cfg.dtype))
-            + bias.astype(cfg.dtype))
+    y = linear_lib.linear(ctx, kernel.astype(cfg.dtype))
+    return linear_lib.bias_add(y, bias.astype(cfg.dtype))
 
 
 def fused_attention(q: Array, k: Array, v: Array, mask: Array, *,
@@ -681,7 +681,8 @@ class GeneratorTower(nn.Module):
         cfg.param_dtype,
     )
     logits = linear_lib.linear(x, word_table.astype(cfg.dtype).T)
-    return logits.astype(jnp.float32) + bias.astype(jnp.float32)
+    return linear_lib.bias_add(logits.astype(jnp.float32),
+                               bias.astype(jnp.float32))
 
 
 def _defaults(input_ids, attention_mask, token_type_ids):

@@ -87,3 +87,20 @@ def test_dot_remat_policies_keep_linear_outputs(policy, capsys):
   kept = sorted(line.split()[0] for line in capsys.readouterr().out.splitlines()
                 if "named 'linear'" in line)
   assert kept == ["f32[4,16]", "f32[4,8]"]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_bias_add_gradients_equal_autodiff(dtype):
+  ky, kb, kg = jax.random.split(jax.random.key(3), 3)
+  y = jax.random.normal(ky, (2, 3, 4, 6)).astype(dtype)
+  bias = jax.random.normal(kb, (6,)).astype(dtype)
+  g = jax.random.normal(kg, (2, 3, 4, 6)).astype(dtype)
+  out, vjp = jax.vjp(linear_lib.bias_add, y, bias)
+  ref_out, ref_vjp = jax.vjp(lambda y, b: y + b, y, bias)
+  np.testing.assert_array_equal(out, ref_out)
+  (dy, dbias), (ref_dy, ref_dbias) = vjp(g), ref_vjp(g)
+  np.testing.assert_array_equal(dy, ref_dy)
+  assert dbias.dtype == dtype
+  np.testing.assert_allclose(np.float32(dbias), np.float32(g).sum((0, 1, 2)),
+                             rtol=1e-2 if dtype == jnp.bfloat16 else 1e-5,
+                             atol=1e-2 if dtype == jnp.bfloat16 else 1e-5)
