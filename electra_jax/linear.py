@@ -63,7 +63,8 @@ _linear.defvjp(_linear_fwd, _linear_bwd)
 
 @jax.custom_vjp
 def bias_add(y: Array, bias: Array) -> Array:
-  """`y [..., n] + bias [n]`, whose bias gradient is a product with ones.
+  """`y [..., n] + bias [n]` (of one dtype, at most 8 leading axes), whose
+  bias gradient is a product with ones.
 
   The gradient is the sum of `g` over its leading (token) axes. XLA CPU
   reduces a major axis of a row-major array slowly: 32 ms for the
@@ -89,7 +90,7 @@ bias_add.defvjp(_bias_add_fwd, _bias_add_bwd)
 
 
 class Dense(nn.Module):
-  """`nn.Dense` over the last axis, through `linear`."""
+  """`nn.Dense` over the last axis, through `linear` and `bias_add`."""
 
   features: int
   dtype: Any = None
