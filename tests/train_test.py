@@ -184,3 +184,21 @@ def test_tiny_model_learns():
   assert accuracy > baseline + 0.05 * replaced, (accuracy, baseline)
   assert avg(last, "disc_precision") > 0.75
   assert avg(last, "disc_recall") > 0.05
+
+
+@pytest.mark.parametrize("mesh,flat", [(dict(data=8), True),
+                                       (dict(data=1, fsdp=8), False)])
+def test_norms_concatenate_the_leaves_only_when_params_are_replicated(
+    mesh, flat):
+  # One concatenation of all leaves is one kernel for the norms; of sharded
+  # leaves it would gather every param and gradient onto each device.
+  config = tiny_config(**mesh)
+  mesh = sharding.make_mesh(config)
+  rules = sharding.logical_rules(config)
+  with sharding.use(mesh, rules):
+    built = train.build(config, mesh, rules, jax.random.key(0))
+    text = built.train_step.lower(
+        built.state, sharding.global_batch(synthetic_batch(0), mesh),
+        jax.random.key(1)).as_text()
+  size = sum(x.size for x in jax.tree.leaves(built.state.params))
+  assert (f"tensor<{size}xf32>" in text) == flat
