@@ -427,11 +427,12 @@ def project_heads(cfg: ModelConfig, x: Array,
   attention over twice as fast as the [batch, length, heads, dim] layout.
   """
   h, n = cfg.hidden_size, cfg.num_attention_heads
-  kernel = jnp.concatenate([k for k, _ in params], axis=1)  # [H, 3H]
-  bias = jnp.concatenate([b for _, b in params])
+  k = len(params)
+  # [H, K, N, D], so that the heads keep their sharding.
+  kernel = jnp.stack([w for w, _ in params], axis=1).reshape(h, k, n, h // n)
+  bias = jnp.stack([b for _, b in params]).reshape(k, n, h // n)
   y = linear_lib.linear(x.astype(cfg.dtype), kernel.astype(cfg.dtype))
-  y = linear_lib.bias_add(y, bias.astype(cfg.dtype))
-  y = y.reshape(*x.shape[:2], len(params), n, h // n)  # [B, T, K, N, D]
+  y = linear_lib.bias_add(y, bias.astype(cfg.dtype))  # [B, T, K, N, D]
   return [_constrain(jnp.transpose(y[:, :, i], (0, 2, 1, 3)),
                      ("act_batch", "act_heads", "act_length", None))
           for i in range(len(params))]
@@ -447,11 +448,9 @@ class HeadsOutput(nn.Module):
     cfg = self.cfg
     h, n = cfg.hidden_size, cfg.num_attention_heads
     kernel, bias = _square_dense_params(self, ("joined_kv", "embed"))
-    b, _, t, _ = ctx.shape
-    ctx = _constrain(jnp.transpose(ctx, (0, 2, 1, 3)).reshape(b, t, h),
-                     ("act_batch", "act_length", "act_kv"))
-    y = linear_lib.linear(ctx, kernel.astype(cfg.dtype))
-    return linear_lib.bias_add(y, bias.astype(cfg.dtype))
+    kernel = kernel.astype(cfg.dtype).reshape(n, h // n, h)  # [N, D, H]
+    return linear_lib.bias_add(jnp.einsum("BNTD,NDH->BTH", ctx, kernel),
+                               bias.astype(cfg.dtype))
 
 
 def fused_attention(q: Array, k: Array, v: Array, mask: Array, *,

@@ -31,7 +31,6 @@ DEFAULT_RULES: Rules = (
     ("joined_kv", "tensor"),  # Attention projections (all heads).
     ("act_heads", "tensor"),
     ("act_mlp", "tensor"),
-    ("act_kv", "tensor"),  # All heads joined, before the output projection.
     ("embed", "fsdp"),  # Parameters: hidden dim over fsdp (ZeRO-3).
     ("embed_in", None),
     ("act_length", None),

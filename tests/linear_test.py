@@ -13,15 +13,16 @@ from electra_jax import model as model_lib
 
 
 def _reference(x, kernel):
-  return jnp.einsum("...i,io->...o", x, kernel)
+  return jnp.tensordot(x, kernel, axes=1)
 
 
-@pytest.mark.parametrize("n_in,n_out", [(8, 24), (24, 8), (16, 16)])
-def test_gradients_equal_autodiff(n_in, n_out):
+@pytest.mark.parametrize("n_in,out", [(8, (24,)), (24, (8,)), (16, (16,)),
+                                      (8, (3, 2, 4)), (30, (2, 3))])
+def test_gradients_equal_autodiff(n_in, out):
   kx, kk, kg = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(kx, (2, 5, n_in))
-  kernel = jax.random.normal(kk, (n_in, n_out))
-  g = jax.random.normal(kg, (2, 5, n_out))
+  kernel = jax.random.normal(kk, (n_in, *out))
+  g = jax.random.normal(kg, (2, 5, *out))
   y, vjp = jax.vjp(linear_lib.linear, x, kernel)
   y_ref, vjp_ref = jax.vjp(_reference, x, kernel)
   np.testing.assert_allclose(y, y_ref, rtol=1e-6)
@@ -89,11 +90,13 @@ def test_dot_remat_policies_keep_linear_outputs(policy, capsys):
   assert kept == ["f32[4,16]", "f32[4,8]"]
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_bias_add_gradients_equal_autodiff(dtype):
+@pytest.mark.parametrize("dtype,bias_shape", [(jnp.float32, (6,)),
+                                              (jnp.bfloat16, (6,)),
+                                              (jnp.float32, (4, 6))])
+def test_bias_add_gradients_equal_autodiff(dtype, bias_shape):
   ky, kb, kg = jax.random.split(jax.random.key(3), 3)
   y = jax.random.normal(ky, (2, 3, 4, 6)).astype(dtype)
-  bias = jax.random.normal(kb, (6,)).astype(dtype)
+  bias = jax.random.normal(kb, bias_shape).astype(dtype)
   g = jax.random.normal(kg, (2, 3, 4, 6)).astype(dtype)
   out, vjp = jax.vjp(linear_lib.bias_add, y, bias)
   ref_out, ref_vjp = jax.vjp(lambda y, b: y + b, y, bias)
@@ -101,6 +104,7 @@ def test_bias_add_gradients_equal_autodiff(dtype):
   (dy, dbias), (ref_dy, ref_dbias) = vjp(g), ref_vjp(g)
   np.testing.assert_array_equal(dy, ref_dy)
   assert dbias.dtype == dtype
-  np.testing.assert_allclose(np.float32(dbias), np.float32(g).sum((0, 1, 2)),
+  lead = tuple(range(g.ndim - bias.ndim))
+  np.testing.assert_allclose(np.float32(dbias), np.float32(g).sum(lead),
                              rtol=1e-2 if dtype == jnp.bfloat16 else 1e-5,
                              atol=1e-2 if dtype == jnp.bfloat16 else 1e-5)
