@@ -59,6 +59,28 @@ def test_benchmark_reports_consistent_figures():
   json.dumps(result)  # The CLI prints it as one JSON line.
 
 
+def test_peak_includes_the_products_between_the_timed_steps(monkeypatch):
+  # A probe whose first four products (two after each timed step) are the
+  # fastest: the reported peak must be theirs, not only the final burst's.
+  rates = []
+
+  def fake_probe(dtype, n=None):
+    del dtype, n
+
+    def probe():
+      rates.append(5e12 if len(rates) < 4 else 1e9)
+      return rates[-1]
+
+    return probe
+
+  monkeypatch.setattr(benchmark, "matmul_probe", fake_probe)
+  result = benchmark.run(_tiny(), steps=2, warmup=1)
+  assert result["measured_matmul_peak_flops"] == 5e12
+  assert len(rates) >= 4 + 3  # Then at least 3 more after the steps.
+  assert result["mfu"] == pytest.approx(
+      result["achieved_flops_per_second_per_device"] / 5e12)
+
+
 def test_cudnn_attention_refuses_attention_dropout():
   config = _tiny()
   config.model.attention_impl = "cudnn"
