@@ -32,10 +32,10 @@ from electra_jax import train as train_lib
 
 config_flags.DEFINE_config_file("config", "configs/small.py", "Config file.",
                                 lock_config=True)
-flags.DEFINE_integer("batch_size", 32, "Global batch size.")
-flags.DEFINE_integer("seq_len", 128, "Sequence length.")
-flags.DEFINE_integer("steps", 3, "Traced steps.")
-flags.DEFINE_integer("top", 40, "Rows of each table.")
+flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1)
+flags.DEFINE_integer("seq_len", 128, "Sequence length.", lower_bound=2)
+flags.DEFINE_integer("steps", 3, "Traced steps.", lower_bound=1)
+flags.DEFINE_integer("top", 40, "Rows of each table.", lower_bound=1)
 flags.DEFINE_string("out", "/tmp/electra_jax_profile", "Trace directory.")
 
 

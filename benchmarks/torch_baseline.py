@@ -117,6 +117,10 @@ def main():
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
   args = parser.parse_args()
+  for name, low in (("batch_size", 1), ("seq_len", 2), ("steps", 1),
+                    ("warmup", 0)):
+    if getattr(args, name) < low:
+      parser.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
   config = load_config(args.config)

@@ -96,6 +96,10 @@ def sized_config(config: ml_collections.ConfigDict, batch_size: int,
 
 def run(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
   """Compiles and times the train step; returns the figures."""
+  if steps < 1 or warmup < 0:
+    raise ValueError(f"need steps >= 1 and warmup >= 0 (got steps={steps}, "
+                     f"warmup={warmup}): the figures are medians of the "
+                     "timed steps.")
   mesh = sharding.make_mesh(config)
   rules = sharding.logical_rules(config)
   sharding.check_batch_size(config.input.batch_size, mesh)
@@ -162,10 +166,11 @@ def run(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
 def _define_flags() -> None:
   config_flags.DEFINE_config_file("config", "configs/small.py",
                                   "Config file.", lock_config=True)
-  flags.DEFINE_integer("batch_size", 32, "Global batch size.")
-  flags.DEFINE_integer("seq_len", 128, "Sequence length.")
-  flags.DEFINE_integer("steps", 10, "Timed steps.")
-  flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+  flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1)
+  flags.DEFINE_integer("seq_len", 128, "Sequence length.", lower_bound=2)
+  flags.DEFINE_integer("steps", 10, "Timed steps.", lower_bound=1)
+  flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.",
+                       lower_bound=0)
 
 
 def main(argv):

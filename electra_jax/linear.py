@@ -63,9 +63,9 @@ def _linear_bwd(residuals, g: Array):
   x, kernel = residuals
   o = _out(kernel)
   dx = jnp.einsum(f"...{o},i{o}->...i", g, kernel)
-  # One token axis: XLA CPU transposes an operand of a product with
-  # several contracting dims (see the module docstring).
-  # The output axes stay apart, so that each keeps its sharding.
+  # The tokens flattened into one axis (XLA CPU transposes an operand of a
+  # product with several contracting dims; see the module docstring); the
+  # output axes kept apart, so that each keeps its sharding.
   x2 = x.reshape(-1, x.shape[-1])
   g2 = g.reshape(x2.shape[0], *kernel.shape[1:])
   dkernel = jnp.einsum(f"ti,t{o}->i{o}", x2, g2)

@@ -81,6 +81,23 @@ def test_peak_includes_the_products_between_the_timed_steps(monkeypatch):
       result["achieved_flops_per_second_per_device"] / 5e12)
 
 
+def test_no_timed_steps_is_refused():
+  with pytest.raises(ValueError, match="steps >= 1"):
+    benchmark.run(_tiny(), steps=0, warmup=1)
+
+
+@pytest.mark.parametrize("script", [
+    ["-m", "electra_jax.benchmark"], ["benchmarks/torch_baseline.py"],
+    ["benchmarks/profile_step.py"]])
+def test_command_lines_refuse_zero_steps(script):
+  out = subprocess.run(
+      [sys.executable, *script, "--config=configs/tiny.py", "--steps=0"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode != 0
+  assert "steps" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_cudnn_attention_refuses_attention_dropout():
   config = _tiny()
   config.model.attention_impl = "cudnn"
