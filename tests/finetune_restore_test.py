@@ -1,11 +1,15 @@
-"""Restoring pretrained discriminators into task models, and the tokenizer
-that comes with them. Also holds the tiny fixtures the other fine-tuning
-tests share (vocabulary, transformers directory, config)."""
+"""Restoring pretrained discriminators (or an MLM-only run's generator
+encoder) into task models, and the tokenizer that comes with them. Also
+holds the tiny fixtures the other fine-tuning tests share (vocabulary,
+transformers directory, config)."""
 
 import dataclasses
 import functools
+import importlib
 import importlib.util
+import logging
 import os
+import shutil
 
 import flax.linen as nn
 import jax
@@ -14,10 +18,14 @@ import numpy as np
 import pytest
 from safetensors import numpy as safetensors_numpy
 
+from electra_jax import export
+from electra_jax import loop
 from electra_jax import model as model_lib
 from electra_jax import pretrained
 from electra_jax.finetune import heads
 from electra_jax.finetune import restore
+from electra_jax.finetune import train as ft_train
+from tests import checkpointing_test
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -198,3 +206,99 @@ def test_heads(kind, style, leaves, shape, dtype):
   out = jax.eval_shape(lambda v: module.apply(v, ids, ids, ids), variables)
   assert out.shape == shape and out.dtype == np.float32  # Upcast logits.
   assert {x.dtype for x in jax.tree.leaves(variables)} == {np.dtype("float32")}
+
+
+@pytest.fixture(scope="module")
+def mlm_only_run(tmp_path_factory):
+  """A 2-step pretraining run of the MLM-only (BERT) baseline."""
+  config = checkpointing_test.tiny_config(
+      str(tmp_path_factory.mktemp("data")), steps=2)
+  config.objective.electra_objective = False
+  workdir = tmp_path_factory.mktemp("mlm_only")
+  loop.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def _assert_generator_encoder(subtrees, saved):
+  """`subtrees` are exactly the run's embeddings and generator encoder."""
+  assert set(subtrees) == {"embeddings", "encoder"}
+  assert "embeddings_project" in subtrees["encoder"]  # E=32 != H=64.
+  for key, source in (("embeddings", saved["embeddings"]),
+                      ("encoder", saved["generator"]["encoder"])):
+    got, want = _flat(subtrees[key]), _flat(source)
+    assert got.keys() == want.keys()
+    for name in want:
+      np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_mlm_only_run_restores_its_generator_encoder(tmp_path, mlm_only_run,
+                                                     caplog):
+  config, saved, _ = pretrained.restore_params(str(mlm_only_run))
+  saved = jax.device_get(saved)
+  assert set(saved) == {"embeddings", "generator"}
+  # The full-size generator's encoder is the tree a discriminator of the
+  # run's size has: same names, same shapes.
+  ids = np.ones((1, 8), np.int32)
+  disc = jax.eval_shape(lambda: nn.unbox(model_lib.ElectraDiscriminator(
+      model_lib.discriminator_config(config)).init(
+          jax.random.key(0), ids)))["params"]
+  assert (jax.tree.map(lambda x: x.shape, saved["generator"]["encoder"])
+          == jax.tree.map(lambda x: x.shape, disc["discriminator"]["encoder"]))
+
+  ft = finetune_config("task=classification")
+  ft.init_from = str(mlm_only_run)
+  ft.data.labels = "neg,pos"
+  with caplog.at_level(logging.INFO):
+    task = restore.resolve(ft)
+  assert sum("MLM-only run" in r.getMessage() for r in caplog.records) == 1
+  _assert_generator_encoder(task.pretrained, saved)
+  run_cfg = model_lib.discriminator_config(config)
+  for name in restore.ARCHITECTURE:
+    assert getattr(task.cfg, name) == getattr(run_cfg, name), name
+  assert task.config.tokenizer == pretrained.tokenizer_path(
+      str(mlm_only_run))
+
+  # Its export has only generator/ (an ElectraForMaskedLM); the same
+  # encoder comes back from there, and the tokenizer stored with it.
+  assert export.export(str(mlm_only_run), str(tmp_path / "x")) == [
+      str(tmp_path / "x" / "generator")]
+  ft.init_from = str(tmp_path / "x")
+  task = restore.resolve(ft)
+  _assert_generator_encoder(task.pretrained, saved)
+  assert os.path.dirname(task.config.tokenizer) == str(
+      tmp_path / "x" / "generator")
+
+
+def test_mlm_only_run_fine_tunes(tmp_path, mlm_only_run):
+  # pylint: disable=protected-access
+  # Imported here, not at the top: that module imports this one.
+  e2e = importlib.import_module("tests.finetune_train_test")
+  train = e2e._write_csv(tmp_path / "train.csv", ["id", "text", "label"],
+                         e2e._classification_rows(0, 32))
+  config = e2e._config("classification", str(mlm_only_run),
+                       num_train_epochs=1,
+                       **{"data.train_file": train, "data.eval_file": train})
+  results = ft_train.train_and_evaluate(config, str(tmp_path / "work"))
+  assert results["num_train_steps"] == 2
+  assert np.isfinite(results["trials"][0]["best"]["accuracy"])
+
+
+def test_no_encoder_to_fine_tune_is_a_clear_error(tmp_path, mlm_only_run,
+                                                  monkeypatch):
+  # A run's workdir without its checkpoints/ (none saved, or not copied).
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  shutil.copy(mlm_only_run / "config.json", workdir)
+  shutil.copytree(mlm_only_run / pretrained.TOKENIZER_DIR,
+                  workdir / pretrained.TOKENIZER_DIR)
+  with pytest.raises(FileNotFoundError,
+                     match="no checkpoints/, so neither a discriminator nor "
+                     "an MLM-only generator"):
+    restore.load_encoder(str(workdir))
+  # A checkpoint with neither tower (no config builds one; the guard stays).
+  (workdir / "checkpoints").mkdir()
+  monkeypatch.setattr(pretrained, "restore_params",
+                      lambda path: (None, {"embeddings": {}}, 0))
+  with pytest.raises(ValueError, match="neither a discriminator nor a "
+                     r"generator \(params \['embeddings'\]\)"):
+    restore.load_encoder(str(workdir))

@@ -1,8 +1,9 @@
 """Where fine-tuning starts and what it leaves behind.
 
-In (`resolve`): the pretrained discriminator (`pretrained.load_discriminator`:
-a pretraining workdir, an export or a transformers directory), its
-architecture, and the tokenizer stored with it (`find_tokenizer`). Out
+In (`resolve`): the pretrained encoder (`load_encoder`: the discriminator's
+from a pretraining workdir, an export or a transformers directory, or the
+generator's from an MLM-only run or its export), its architecture, and the
+tokenizer stored with it (`find_tokenizer`). Out
 (`save_task`): a self-contained fine-tuned workdir that predict mode reads
 without `init_from` (`load_task`):
 
@@ -27,6 +28,8 @@ import jax.numpy as jnp
 import jax
 import ml_collections
 
+from electra_jax import checkpointing
+from electra_jax import convert
 from electra_jax import model as model_lib
 from electra_jax import pretrained
 from electra_jax import tokenization
@@ -37,14 +40,17 @@ from electra_jax.finetune import tasks
 TASK_FILE = "task.json"
 # Tokenizer file names looked for next to a pretrained model, in order.
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.model")
+# The subdirectories of an export (`electra_jax.export`), in the order
+# fine-tuning prefers them; an MLM-only run's export has only `generator/`.
+EXPORT_DIRS = ("discriminator", "generator")
 
 
 def find_tokenizer(config: ml_collections.ConfigDict) -> str:
   """`config.tokenizer`, else the tokenizer stored with `config.init_from`.
 
   Looks for `vocab.txt` or a sentencepiece `.model` in the init_from
-  directory (a transformers directory) or its `discriminator/` (an
-  export), then in a pretraining workdir's `tokenizer/`.
+  directory (a transformers directory) or its `discriminator/` or
+  `generator/` (an export), then in a pretraining workdir's `tokenizer/`.
   """
   if config.tokenizer:
     return config.tokenizer
@@ -54,7 +60,7 @@ def find_tokenizer(config: ml_collections.ConfigDict) -> str:
                      "sentencepiece .model (or --config.init_from to a "
                      "directory that holds one).")
   found = []
-  for directory in (path, os.path.join(path, "discriminator")):
+  for directory in (path, *(os.path.join(path, d) for d in EXPORT_DIRS)):
     found += [os.path.join(directory, n) for n in TOKENIZER_FILES
               if os.path.isfile(os.path.join(directory, n))]
     found += sorted(glob.glob(os.path.join(directory, "*.model")))
@@ -68,6 +74,72 @@ def find_tokenizer(config: ml_collections.ConfigDict) -> str:
         f"No tokenizer (vocab.txt or a sentencepiece .model) in {path}; set "
         "--config.tokenizer.")
   return found[0]
+
+
+def _mlm_encoder(generator_params: Any) -> dict[str, Any]:
+  """`{"embeddings", "encoder"}` of `ElectraGenerator` params: the MLM head
+  (`head_dense`, `head_LayerNorm`, `output_bias`) is dropped."""
+  return {"embeddings": generator_params["embeddings"],
+          "encoder": generator_params["generator"]["encoder"]}
+
+
+def _log_mlm_only(path: str) -> None:
+  logging.info("init_from=%s is an MLM-only run (no discriminator): "
+               "fine-tuning its full-size generator's encoder; the MLM head "
+               "is dropped.", path)
+
+
+def load_encoder(path: str) -> tuple[model_lib.ModelConfig, dict[str, Any]]:
+  """The pretrained encoder to fine-tune, and its architecture.
+
+  The discriminator's, or, for the MLM-only baseline
+  (`objective.electra_objective=False`, which has no discriminator), its
+  generator's: that tower is discriminator-sized (`model.generator_config`)
+  and its `encoder` has the discriminator encoder's param tree, so the
+  BERT-style baseline fine-tunes exactly as ELECTRA does. The pretraining
+  head (replaced-token or MLM) is dropped.
+
+  Args:
+    path: a pretraining workdir (its latest checkpoint), an export
+      directory (`discriminator/`, or only `generator/` for an MLM-only
+      run), or a transformers `ElectraForPreTraining` directory.
+
+  Returns:
+    (ModelConfig, {"embeddings", "encoder"}).
+  """
+  if os.path.isdir(checkpointing.checkpoint_dir(path)):
+    config, params, _ = pretrained.restore_params(path)
+    if "discriminator" in params:
+      return (model_lib.discriminator_config(config),
+              heads.pretrained_subtrees(
+                  model_lib.discriminator_params(params)))
+    if "generator" in params:  # Every ELECTRA run has a discriminator.
+      _log_mlm_only(path)
+      return (model_lib.generator_config(config),
+              _mlm_encoder(model_lib.generator_params(params)))
+    raise ValueError(f"{path}: the checkpoint holds neither a discriminator "
+                     f"nor a generator (params {sorted(params)}); there is "
+                     "no encoder to fine-tune.")
+  disc_dir, gen_dir = (os.path.join(path, d) for d in EXPORT_DIRS)
+  if os.path.isdir(gen_dir) and not os.path.isdir(disc_dir):
+    # An ELECTRA run's export has both; only the MLM-only run's lacks the
+    # discriminator, so this generator is the full-size one.
+    module, params = convert.load_transformers(gen_dir)
+    if not isinstance(module, model_lib.ElectraGenerator):
+      raise ValueError(f"{gen_dir}: expected the ElectraForMaskedLM of an "
+                       "MLM-only run's export.")
+    _log_mlm_only(path)
+    return module.cfg, _mlm_encoder(params)
+  if os.path.isdir(os.path.join(path, pretrained.TOKENIZER_DIR)):
+    # Else the next step would read the run's own config.json as a
+    # transformers one and complain about its model_type.
+    raise FileNotFoundError(
+        f"{path}: a pretraining workdir with no checkpoints/, so neither a "
+        "discriminator nor an MLM-only generator to fine-tune. Pass the "
+        "workdir of a run that saved a checkpoint, an export of one, or a "
+        "transformers ElectraForPreTraining directory.")
+  cfg, params = pretrained.load_discriminator(path)
+  return cfg, heads.pretrained_subtrees(params)
 
 
 ARCHITECTURE = ("vocab_size", "embedding_size", "hidden_size",
@@ -123,9 +195,9 @@ def resolve(config: ml_collections.ConfigDict,
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
   subtrees = None
   if config.init_from:
-    pre_cfg, params = pretrained.load_discriminator(config.init_from)
+    pre_cfg, subtrees = load_encoder(config.init_from)
     adopt_architecture(config, pre_cfg)
-    subtrees = jax.device_get(heads.pretrained_subtrees(params))
+    subtrees = jax.device_get(subtrees)
   else:
     logging.warning("No --config.init_from: fine-tuning from random init.")
   tok_path = find_tokenizer(config)
