@@ -103,4 +103,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval = ev = ml_collections.ConfigDict()
   ev.every_steps = 5_000  # Evaluate every N steps (and on the last step).
   ev.num_batches = 20  # Batches per evaluation.
+  # Collapse detector (health.py), checked after warmup: AUC at or below
+  # this, or a logit std across positions below the next, is a collapse.
+  ev.collapse_max_auc = 0.55
+  ev.collapse_min_logit_std = 0.05
   return config

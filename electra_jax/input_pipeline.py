@@ -380,6 +380,25 @@ def make_eval_iterator(data_dir: str, *, batch_size: int, process_index: int,
   return EvalBatches(source, batch_size, local_slice, num_batches)
 
 
+def eval_unigram_log_probs(data_dir: str, vocab_size: int,
+                           max_seq_length: int,
+                           exclude: tuple[int, ...] = ()) -> np.ndarray:
+  """Log relative frequencies [vocab] of the tokens of the held-out split.
+
+  Ids in `exclude` (the special tokens) and ids that never occur get -inf:
+  fakes drawn from this are always ordinary tokens seen in the text.
+  """
+  source = ExampleSource(data_dir, "eval", max_seq_length)
+  counts = np.zeros(vocab_size, np.float64)
+  for first in range(0, len(source), 256):
+    ids = source.batch(np.arange(first, min(first + 256, len(source))))
+    real = ids["input_mask"].astype(bool)
+    counts += np.bincount(ids["input_ids"][real], minlength=vocab_size)
+  counts[list(exclude)] = 0
+  with np.errstate(divide="ignore"):
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
 def benchmark(data_dir: str, batch_size: int = 128, seconds: float = 5.0,
               seed: int = 0) -> float:
   """Prints and returns training batches per second (one process)."""

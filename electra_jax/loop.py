@@ -20,6 +20,7 @@ import numpy as np
 
 from electra_jax import checkpointing
 from electra_jax import flops as flops_lib
+from electra_jax import health
 from electra_jax import input_pipeline
 from electra_jax import objective
 from electra_jax import pretrained
@@ -58,8 +59,11 @@ def _host_metrics(history: list[Any]) -> dict[str, float]:
   return objective.reduce_metrics(total)
 
 
-def evaluate(p_eval, params, config, data_dir, mesh, rng) -> dict[str, float]:
-  """Held-out metrics (same batches and masks every time), with AUC."""
+def evaluate(p_eval, params, config, data_dir, mesh, rng,
+             unigram_log_probs) -> dict[str, float]:
+  """Held-out metrics (same batches and masks every time), with the AUCs:
+  `disc_auc` on the generator's fakes, `disc_auc_unigram` on fakes drawn
+  by frequency (see `train._unigram_fakes`)."""
   batches = input_pipeline.make_eval_iterator(
       data_dir, batch_size=config.input.batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
@@ -68,15 +72,18 @@ def evaluate(p_eval, params, config, data_dir, mesh, rng) -> dict[str, float]:
   history, scores = [], []
   for i, local in enumerate(batches):
     batch = sharding.global_batch(local, mesh)
-    metrics, probs, labels = p_eval(params, batch, jax.random.fold_in(rng, i))
+    metrics, *disc = p_eval(params, batch, jax.random.fold_in(rng, i),
+                            unigram_log_probs)
     history.append(metrics)
-    if probs is not None:
+    if disc[0] is not None:
       scores.append(multihost_utils.process_allgather(
-          (probs, labels, batch["input_mask"]), tiled=True))
+          (*disc, batch["input_mask"]), tiled=True))
   out = _host_metrics(history)
   if scores:
-    probs, labels, mask = (np.concatenate(x) for x in zip(*scores))
+    probs, labels, uni_probs, uni_labels, mask = (
+        np.concatenate(x) for x in zip(*scores))
     out["disc_auc"] = objective.disc_auc(probs, labels, mask)
+    out["disc_auc_unigram"] = objective.disc_auc(uni_probs, uni_labels, mask)
   return out
 
 
@@ -244,6 +251,10 @@ def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
                       * config.input.batch_size),
       peak_flops_per_device=flops_lib.peak_flops())
   progress.start(start)
+  inp = config.input
+  unigram = input_pipeline.eval_unigram_log_probs(
+      data_dir, config.model.vocab_size, inp.max_seq_length,
+      exclude=(inp.pad_id, inp.cls_id, inp.sep_id, inp.mask_id))
   timer, watch = SaveTimer(config), PreemptionWatch()
   profile = ProfileWindow(config, workdir)
   history = []
@@ -268,7 +279,8 @@ def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
         timer.saved()
       if _due(step, config.eval.every_steps) or last:
         scalars = evaluate(built.eval_step, state.params, config, data_dir,
-                           mesh, eval_rng)
+                           mesh, eval_rng, unigram)
+        _check_health(step, scalars, config)
         writer.write_scalars(step, {f"eval/{k}": v
                                     for k, v in scalars.items()})
         logging.info("eval step %d: %s", step, ", ".join(
@@ -282,6 +294,20 @@ def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
     watch.close()
     profile.close()
   return state
+
+
+def _check_health(step: int, scalars: dict[str, float],
+                  config: ml_collections.ConfigDict) -> None:
+  """Adds `disc_collapsed` (0/1) to eval `scalars`; warns when it is 1."""
+  if "disc_auc" not in scalars:
+    return
+  warning = health.collapse_warning(
+      scalars, step, num_warmup_steps=config.optimizer.num_warmup_steps,
+      min_auc=config.eval.collapse_max_auc,
+      min_logit_std=config.eval.collapse_min_logit_std)
+  scalars["disc_collapsed"] = float(warning is not None)
+  if warning and jax.process_index() == 0:
+    logging.warning("step %d: %s", step, warning)
 
 
 def _log_train(step, total, history, progress, writer) -> None:

@@ -299,7 +299,11 @@ def mlm_loss_and_metrics(
 
   # The target is the prediction when no logit beats it (a max-reduce and
   # a compare: XLA's argmax over the vocabulary was several times slower).
-  correct = -nll >= jnp.max(log_probs, axis=-1)  # [batch, N]
+  # A tie for the maximum counts as 1/ties, the accuracy of breaking it at
+  # random: a constant (uniform) generator then scores 1/vocab, not 1.
+  top = jnp.max(log_probs, axis=-1, keepdims=True)  # [batch, N, 1]
+  ties = jnp.sum((log_probs >= top).astype(jnp.float32), axis=-1)
+  correct = jnp.where(-nll >= top[..., 0], 1.0 / ties, 0.0)  # [batch, N]
   metrics = {
       "masked_lm_loss": (loss_sum, total_weight),
       "masked_lm_accuracy": (_weighted_sum(correct, weights), total_weight),
@@ -344,6 +348,32 @@ def disc_loss_and_metrics(
       "disc_recall": (true_positives, _weighted_sum(labels, weights)),
   }
   return loss, metrics
+
+
+def disc_logit_spread(
+    logits: jax.Array, input_mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """Per-sequence standard deviation of the discriminator's logits.
+
+  A collapsed discriminator gives every token of a sequence the same logit
+  (its representations no longer differ between positions), whatever the
+  input; a healthy one spreads them by a few units.
+
+  Args:
+    logits: [batch, length] replaced-token logits.
+    input_mask: [batch, length], 0 for padding.
+
+  Returns:
+    (sum over sequences of the std over their real tokens, number of
+    sequences with a real token), a (sum, count) metric pair.
+  """
+  logits = logits.astype(jnp.float32)
+  w = input_mask.astype(jnp.float32)  # [batch, length]
+  n = jnp.sum(w, axis=-1)  # [batch]
+  mean = jnp.sum(logits * w, axis=-1) / jnp.maximum(n, 1.0)
+  var = jnp.sum(w * (logits - mean[:, None]) ** 2, axis=-1) / jnp.maximum(
+      n, 1.0)
+  return jnp.sum(jnp.sqrt(var)), jnp.sum((n > 0).astype(jnp.float32))
 
 
 def electra_loss(

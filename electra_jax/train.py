@@ -155,6 +155,8 @@ def _forward(params, batch: Batch, masked: objective.MaskedInputs,
       method=model_lib.ElectraPretrainingModel.discriminator_logits)
   _, disc_metrics = objective.disc_loss_and_metrics(disc_logits, labels,
                                                     input_mask)
+  disc_metrics["disc_logit_std"] = objective.disc_logit_spread(
+      disc_logits, input_mask)
   return {**metrics, **disc_metrics}, jax.nn.sigmoid(disc_logits), labels
 
 
@@ -240,11 +242,35 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
   return new_state, metrics
 
 
-def eval_step(params, batch: Batch, rng: jax.Array, *, model: nn.Module,
+def _unigram_fakes(params, batch: Batch, masked: objective.MaskedInputs,
+                   rng: jax.Array, unigram_log_probs: jax.Array, *,
+                   model: nn.Module):
+  """The discriminator on the same positions filled from the unigram
+  distribution instead of the generator.
+
+  Such fakes are as frequent as real tokens, so a token's identity says
+  nothing about whether it was replaced: only context does. The AUC on
+  them measures what the discriminator has learned about context, on a
+  task that does not move as the generator improves.
+  """
+  sampled = jax.random.categorical(rng, unigram_log_probs,
+                                   shape=masked.positions.shape)
+  fake_ids, labels = objective.replace_tokens(
+      batch["input_ids"], masked.positions, sampled, masked.weights)
+  logits = model.apply(
+      {"params": params}, fake_ids, batch["input_mask"],
+      batch["segment_ids"], True,
+      method=model_lib.ElectraPretrainingModel.discriminator_logits)
+  return jax.nn.sigmoid(logits), labels
+
+
+def eval_step(params, batch: Batch, rng: jax.Array,
+              unigram_log_probs: jax.Array, *, model: nn.Module,
               sc: StepConfig):
   """Metrics on one held-out batch without dropout, plus the
-  discriminator's probabilities and labels for the host-side AUC."""
-  mask_rng, sample_rng = jax.random.split(rng)
+  discriminator's probabilities and labels for the host-side AUCs: on the
+  generator's fakes and on unigram fakes (None for MLM-only runs)."""
+  mask_rng, sample_rng, unigram_rng = jax.random.split(rng, 3)
   masked = _mask(mask_rng, batch, sc)
   keys = jax.random.split(sample_rng, batch["input_ids"].shape[0])
   metrics, probs, labels = _forward(params, batch, masked, keys, rng,
@@ -253,14 +279,20 @@ def eval_step(params, batch: Batch, rng: jax.Array, *, model: nn.Module,
             jnp.sum(batch["input_mask"].astype(jnp.float32)))
   metrics["loss"] = (_total_loss(metrics, counts, sc),
                      jnp.ones((), jnp.float32))
-  return metrics, probs, labels
+  unigram = (None, None)
+  if sc.electra_objective:
+    unigram = _unigram_fakes(params, batch, masked, unigram_rng,
+                             unigram_log_probs, model=model)
+  return metrics, probs, labels, *unigram
 
 
 class Built(NamedTuple):
   state: TrainState
   state_shardings: TrainState
   train_step: Any  # (state, batch, rng) -> (state, metrics); donates state.
-  eval_step: Any  # (params, batch, rng) -> (metrics, disc_probs, labels).
+  # (params, batch, rng, unigram_log_probs) -> (metrics, disc_probs, labels,
+  # unigram-fake disc_probs, their labels).
+  eval_step: Any
 
 
 def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
@@ -293,6 +325,6 @@ def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
       out_shardings=(state_sh, replicated), donate_argnums=0)
   p_eval = jax.jit(
       functools.partial(eval_step, model=model, sc=sc),
-      in_shardings=(state_sh.params, batch_sh, replicated),
-      out_shardings=(replicated, batch_sh, batch_sh))
+      in_shardings=(state_sh.params, batch_sh, replicated, replicated),
+      out_shardings=(replicated, batch_sh, batch_sh, batch_sh, batch_sh))
   return Built(state, state_sh, p_train, p_eval)

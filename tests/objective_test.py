@@ -319,3 +319,36 @@ def test_disc_auc_matches_pair_count():
   assert objective.disc_auc(
       jnp.asarray(probs, jnp.float32), labels, weights) == pytest.approx(
           expected)
+
+
+def test_mlm_accuracy_counts_a_tie_as_one_over_the_ties():
+  # A constant generator (all logits equal) must not score 1.0.
+  vocab = 50
+  logits = jnp.zeros((2, 3, vocab))
+  targets = jnp.array([[1, 2, 3], [4, 5, 6]])
+  _, metrics = objective.mlm_loss_and_metrics(logits, targets,
+                                              jnp.ones((2, 3)))
+  r = objective.reduce_metrics(metrics)
+  np.testing.assert_allclose(r["masked_lm_accuracy"], 1 / vocab, rtol=1e-6)
+  # Two-way tie with the target: half right; a unique max stays 1.
+  logits = jnp.array([[[3.0, 3.0, 0.0], [0.0, 5.0, 1.0]]])
+  _, metrics = objective.mlm_loss_and_metrics(
+      logits, jnp.array([[0, 1]]), jnp.ones((1, 2)))
+  r = objective.reduce_metrics(metrics)
+  np.testing.assert_allclose(r["masked_lm_accuracy"], (0.5 + 1.0) / 2)
+
+
+def test_disc_logit_spread_is_the_std_over_real_tokens():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 10)).astype(np.float32)
+  mask = np.ones((3, 10), np.int32)
+  mask[1, 6:] = 0
+  mask[2] = 0  # An empty row does not count.
+  total, count = objective.disc_logit_spread(jnp.asarray(logits),
+                                             jnp.asarray(mask))
+  want = logits[0].std() + logits[1, :6].std()
+  np.testing.assert_allclose(total, want, rtol=1e-5)
+  assert float(count) == 2.0
+  const = jnp.full((2, 8), 1.7)
+  total, _ = objective.disc_logit_spread(const, jnp.ones((2, 8)))
+  assert float(total) < 1e-6

@@ -1,0 +1,50 @@
+"""Training-health checks on evaluation metrics: the discriminator collapse.
+
+A collapsed ELECTRA discriminator predicts the replaced-token base rate for
+every token: its eval AUC sits at 0.5 and its logits no longer vary across
+the positions of a sequence, because its representations have become the
+same vector at every position. Once there it does not come back, so the loop
+says so as soon as it is seen, with what to change.
+"""
+
+from typing import Mapping, Optional
+
+ADVICE = (
+    "The discriminator has collapsed: it gives every token the same "
+    "replaced-token probability (eval disc_auc {auc:.3f}, logit std across "
+    "positions {std:.4f}). It learns the generator's token frequencies, then "
+    "loses them once the generator samples by frequency, and nothing "
+    "contextual is left. Lower optimizer.learning_rate or raise "
+    "optimizer.num_warmup_steps, make the generator smaller "
+    "(generator.generator_hidden_size), and see README 'Healthy and "
+    "collapsed runs'."
+)
+
+
+def collapse_warning(scalars: Mapping[str, float], step: int, *,
+                     num_warmup_steps: int, min_auc: float,
+                     min_logit_std: float) -> Optional[str]:
+  """Returns a warning if eval `scalars` show a collapsed discriminator.
+
+  Checked only after warmup (before it, an AUC near 0.5 is the start of
+  training). Collapse is an AUC at most `min_auc` or a per-sequence logit
+  standard deviation below `min_logit_std`.
+
+  Args:
+    scalars: eval metrics, with `disc_auc` and `disc_logit_std` for an
+      ELECTRA run (an MLM-only run has neither and is never flagged).
+    step: the step evaluated.
+    num_warmup_steps: the learning-rate warmup.
+    min_auc: the largest AUC counted as chance.
+    min_logit_std: the smallest logit spread counted as alive.
+
+  Returns:
+    The warning text, or None for a healthy (or not yet judged) run.
+  """
+  if step <= num_warmup_steps or "disc_auc" not in scalars:
+    return None
+  auc = scalars["disc_auc"]
+  std = scalars.get("disc_logit_std", float("inf"))
+  if auc <= min_auc or std < min_logit_std:
+    return ADVICE.format(auc=auc, std=std)
+  return None

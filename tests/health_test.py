@@ -1,0 +1,44 @@
+"""The collapse detector: the pure check, and a run made to collapse."""
+
+import logging
+
+from electra_jax import health
+from electra_jax import loop
+from electra_jax import plot
+from tests import checkpointing_test
+
+_KW = dict(num_warmup_steps=100, min_auc=0.55, min_logit_std=0.05)
+
+
+def test_collapse_needs_chance_auc_or_flat_logits_after_warmup():
+  healthy = {"disc_auc": 0.83, "disc_logit_std": 2.1}
+  assert health.collapse_warning(healthy, 500, **_KW) is None
+  chance = {"disc_auc": 0.52, "disc_logit_std": 1.0}
+  assert "collapsed" in health.collapse_warning(chance, 500, **_KW)
+  flat = {"disc_auc": 0.7, "disc_logit_std": 0.001}
+  warning = health.collapse_warning(flat, 500, **_KW)
+  assert "logit std across positions 0.0010" in warning
+  assert "learning_rate" in warning  # Says what to change.
+  # Not judged during warmup, nor for an MLM-only run.
+  assert health.collapse_warning(chance, 100, **_KW) is None
+  assert health.collapse_warning({"masked_lm_loss": 3.0}, 500, **_KW) is None
+
+
+def test_a_run_made_to_collapse_is_reported(tmp_path, caplog):
+  # With a learning rate of 0 the discriminator never leaves its init: the
+  # same near-constant logit for every token, chance AUC.
+  config = checkpointing_test.tiny_config(str(tmp_path / "data"), steps=4)
+  config.optimizer.learning_rate = 0.0
+  config.optimizer.num_warmup_steps = 1
+  config.eval.every_steps = 2
+  config.eval.num_batches = 2
+  workdir = tmp_path / "run"
+  with caplog.at_level(logging.WARNING):
+    loop.train_and_evaluate(config, str(workdir))
+  warnings = [r.getMessage() for r in caplog.records
+              if "has collapsed" in r.getMessage()]
+  assert len(warnings) == 2, warnings  # Eval at steps 2 and 4.
+  scalars = plot.load_scalars(str(workdir))
+  assert [v for _, v in scalars["eval/disc_collapsed"]] == [1.0, 1.0]
+  assert all(v < 0.05 for _, v in scalars["eval/disc_logit_std"])
+  assert "eval/disc_auc_unigram" in scalars
