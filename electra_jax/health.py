@@ -48,3 +48,24 @@ def collapse_warning(scalars: Mapping[str, float], step: int, *,
   if auc <= min_auc or std < min_logit_std:
     return ADVICE.format(auc=auc, std=std)
   return None
+
+
+def summary(scalars: Mapping[str, float]) -> str:
+  """One plain sentence on the final evaluation, for the end of a run."""
+  mlm = (f"the generator fills [MASK] correctly "
+         f"{scalars['masked_lm_accuracy']:.1%} of the time")
+  if "disc_auc" not in scalars:
+    return f"Final eval (MLM only): {mlm}."
+  if scalars.get("disc_collapsed"):
+    verdict = "collapsed: see the warning above"
+  elif scalars["disc_auc"] < 0.7:
+    verdict = "barely above chance"
+  elif scalars["disc_auc_unigram"] < 0.6:
+    verdict = "learning, so far mostly from which tokens are rare"
+  else:
+    verdict = "learning, from context"
+  return (f"Final eval: the discriminator ranks a replaced token above an "
+          f"original one with probability {scalars['disc_auc']:.3f} (AUC; "
+          f"chance is 0.5), {scalars['disc_auc_unigram']:.3f} on fakes drawn "
+          f"by frequency, which only context can detect; {mlm}. "
+          f"Discriminator: {verdict}.")

@@ -286,6 +286,8 @@ def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
         logging.info("eval step %d: %s", step, ", ".join(
             f"{k} {v:.4f}" for k, v in sorted(scalars.items())))
         progress.start(step)  # Eval time is not step time.
+        if last and jax.process_index() == 0:
+          logging.info(health.summary(scalars))
       if stop:
         logging.warning("Stopped at step %d after saving a checkpoint; "
                         "rerun the same command to resume.", step)

@@ -1,9 +1,9 @@
-"""Train state, the sharded ELECTRA train/eval steps, and the training loop.
+"""Train state and the sharded ELECTRA train/eval steps.
 
 Per step (all on device, inside one jitted function):
   mask (objective.mask_tokens) -> generator logits at masked positions ->
-  Gumbel sample -> discriminator on the corrupted input -> weighted loss ->
-  grads (summed over micro-batches) -> optax update.
+  sample (exact, inverse CDF) -> discriminator on the corrupted input ->
+  weighted loss -> grads (summed over micro-batches) -> optax update.
 
 `train_step` and `eval_step` are pure; `build` jits them once over a mesh.
 The loop that drives them (data, logging, eval, checkpoints) is `loop.py`.
@@ -109,7 +109,7 @@ def state_shardings(rng: jax.Array, *, model: nn.Module, sc: StepConfig,
 
 
 def _sample_per_example(keys, logits, disallow, temperature):
-  """Gumbel samples with one key per example, so that the draw of each
+  """Fake-token samples with one key per example, so that the draw of each
   sequence does not depend on how the batch is split into micro-batches."""
   def one(key, lg, dis):
     dis = None if dis is None else dis[None]

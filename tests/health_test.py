@@ -42,3 +42,15 @@ def test_a_run_made_to_collapse_is_reported(tmp_path, caplog):
   assert [v for _, v in scalars["eval/disc_collapsed"]] == [1.0, 1.0]
   assert all(v < 0.05 for _, v in scalars["eval/disc_logit_std"])
   assert "eval/disc_auc_unigram" in scalars
+
+
+def test_summary_says_what_the_final_eval_means():
+  base = {"masked_lm_accuracy": 0.25, "disc_collapsed": 0.0}
+  text = health.summary({**base, "disc_auc": 0.83, "disc_auc_unigram": 0.71})
+  assert "0.830 (AUC; chance is 0.5)" in text and "from context" in text
+  text = health.summary({**base, "disc_auc": 0.80, "disc_auc_unigram": 0.53})
+  assert "mostly from which tokens are rare" in text
+  text = health.summary({**base, "disc_auc": 0.52, "disc_auc_unigram": 0.5,
+                         "disc_collapsed": 1.0})
+  assert "collapsed" in text
+  assert "MLM only" in health.summary({"masked_lm_accuracy": 0.3})
