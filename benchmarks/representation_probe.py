@@ -79,7 +79,11 @@ def main(argv):
   steps = [int(s) for s in FLAGS.steps] or [None]
   print("step layer " + " ".join(f"{n}_spread/norm" for _, n in _SITES))
   for step in steps:
-    for row in probe(FLAGS.workdir, step, FLAGS.batch_size):
+    try:
+      rows = probe(FLAGS.workdir, step, FLAGS.batch_size)
+    except (ValueError, FileNotFoundError) as e:
+      sys.exit(f"electra_jax: error: {e}")
+    for row in rows:
       print(f"{row['step']:>5d} {row['layer']:>5d} " + " ".join(
           f"{row[n + '_spread']:>10.3f}/{row[n + '_norm']:<7.2f}"
           for _, n in _SITES))

@@ -4,7 +4,7 @@
       --workdir=runs/sst2 --config.init_from=runs/small \
       --config.data.tfds_data_dir=~/tensorflow_datasets
 
-The argument is `task=NAME[,size=small|base|large|tiny]`. Tasks: cola, sst2,
+The argument is `task=NAME[,size=small|base|large|mini|tiny]`. Tasks: cola, sst2,
 mrpc, qqp, mnli, qnli, rte, stsb, squad1 (= squad), squad2, and, for your
 own files, classification, regression, tagging and qa, e.g.
 
@@ -13,7 +13,7 @@ own files, classification, regression, tagging and qa, e.g.
       --config.data.text_columns=review --config.data.label_column=stars
 
 `size` picks the learning rate and layer-wise decay of the reference
-(3e-4 / 1e-4 / 5e-5; 0.8, 0.9 for large) and the `model` fields used when
+(3e-4 / 1e-4 / 5e-5; 0.8, 0.9 for large; mini and tiny as small) and the `model` fields used when
 training without `init_from`; with `init_from` the checkpoint's
 architecture replaces those fields.
 """
@@ -27,8 +27,8 @@ from electra_jax.finetune import tasks
 
 # size -> (learning_rate, layerwise_lr_decay), as the reference's
 # configure_finetuning.py and the paper's Table 7.
-_SIZES = {"tiny": (3e-4, 0.8), "small": (3e-4, 0.8), "base": (1e-4, 0.8),
-          "large": (5e-5, 0.9)}
+_SIZES = {"tiny": (3e-4, 0.8), "mini": (3e-4, 0.8), "small": (3e-4, 0.8),
+          "base": (1e-4, 0.8), "large": (5e-5, 0.9)}
 
 
 def _parse(arg: str | None) -> dict[str, str]:

@@ -16,6 +16,8 @@ def get_config(arg=None):
   config.model.intermediate_size = 128
   config.model.max_position_embeddings = 128
   config.generator.generator_hidden_size = 0.5
+  # Fakes a little rarer than text: see configs/mini.py for why.
+  config.objective.temperature = 2.0
   config.input.max_seq_length = 64
   config.input.batch_size = 32
   config.optimizer.learning_rate = 1e-3

@@ -63,6 +63,11 @@ flags.DEFINE_string("text_column", "text", "Text column(s), comma-separated.")
 flags.DEFINE_string("label_column", "label", "Label column.")
 flags.DEFINE_integer("ft_max_seq_length", 64, "Fine-tuning sequence length.")
 flags.DEFINE_float("ft_epochs", None, "Fine-tuning epochs; default: task's.")
+flags.DEFINE_string("ft_size", "small", "configs/finetune.py size: its "
+                    "learning rate and layer-wise decay (small: 3e-4).")
+flags.DEFINE_list("stages", [], "Run only these stages (e.g. ft_electra,"
+                  "ft_scratch, to use a second core while another instance "
+                  "pretrains); empty: all, then the report.")
 flags.DEFINE_multi_string("override", [], "A pretraining flag for both runs, "
                           "e.g. --override=--config.input.batch_size=16.")
 
@@ -126,7 +131,10 @@ def resolve(config_flags_argv: list[str]):
 
 
 def run_stage(root: str, name: str, cmd: list[str], done) -> None:
-  """Runs `cmd` unless `done()`; output to ROOT/logs/<name>.log."""
+  """Runs `cmd` unless `done()` or not selected; log ROOT/logs/<name>.log."""
+  if FLAGS.stages and name not in FLAGS.stages:
+    progress(name, "not selected (--stages)")
+    return
   log = os.path.join(root, "logs", f"{name}.log")
   os.makedirs(os.path.dirname(log), exist_ok=True)
   stamp = os.path.join(root, "logs", f"{name}.cmd")  # What made the output.
@@ -282,7 +290,8 @@ def experiment() -> None:
     run_stage(root, name, cmd, lambda c=ckpt: os.path.isdir(c))
 
   ft = [py, "-m", "electra_jax.finetune",
-        f"--config={REPO}/configs/finetune.py:task=classification,size=small",
+        f"--config={REPO}/configs/finetune.py:task=classification,"
+        f"size={FLAGS.ft_size}",
         "--config.data.source=files",
         f"--config.data.train_file={os.path.abspath(FLAGS.train_file)}",
         f"--config.data.eval_file={os.path.abspath(FLAGS.eval_file)}",
@@ -316,6 +325,8 @@ def experiment() -> None:
          "--labels=ELECTRA,MLM-only"]
   commands["curves"] = shlex.join(cmd)
   run_stage(root, "curves", cmd, lambda: os.path.exists(curves))
+  if FLAGS.stages and "report" not in FLAGS.stages:
+    return
 
   batch = electra_cfg.input.batch_size
   steps = {"electra": steps_e, "mlm": steps_m, "scratch": 0}
