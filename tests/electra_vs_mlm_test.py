@@ -115,6 +115,14 @@ def test_end_to_end_and_resume(tmp_path, inputs):
   assert [p.stat().st_mtime_ns for p in results_files] == mtimes
   assert "skipped" in (root / "logs" / "electra.log").read_text()
 
+  # --stages runs only the named stages, and no report unless named.
+  report_mtime = (root / "results.md").stat().st_mtime_ns
+  subset = run_script(*tiny_flags(root, inputs), "--stages=curves")
+  assert subset.returncode == 0, subset.stderr[-3000:]
+  assert "electra: not selected (--stages)" in subset.stdout
+  assert "curves: skipped (output complete)" in subset.stdout
+  assert (root / "results.md").stat().st_mtime_ns == report_mtime
+
 
 @pytest.mark.parametrize("problem", ["train_file", "metadata"])
 def test_user_mistakes_are_one_line(tmp_path, inputs, problem):
