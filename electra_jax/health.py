@@ -12,12 +12,11 @@ from typing import Mapping, Optional
 ADVICE = (
     "The discriminator has collapsed: it gives every token the same "
     "replaced-token probability (eval disc_auc {auc:.3f}, logit std across "
-    "positions {std:.4f}). It learns the generator's token frequencies, then "
-    "loses them once the generator samples by frequency, and nothing "
-    "contextual is left. Lower optimizer.learning_rate or raise "
-    "optimizer.num_warmup_steps, make the generator smaller "
-    "(generator.generator_hidden_size), and see README 'Healthy and "
-    "collapsed runs'."
+    "positions {std:.4f}). It learned the generator's token frequencies, "
+    "then lost them once the generator sampled by frequency, and nothing "
+    "contextual is left. Sample fakes at --config.objective.temperature=2 "
+    "(as configs/mini.py; a lower learning rate only slows the collapse), "
+    "and see README 'Does it learn? Healthy and collapsed runs'."
 )
 
 

@@ -18,7 +18,7 @@ def test_collapse_needs_chance_auc_or_flat_logits_after_warmup():
   flat = {"disc_auc": 0.7, "disc_logit_std": 0.001}
   warning = health.collapse_warning(flat, 500, **_KW)
   assert "logit std across positions 0.0010" in warning
-  assert "learning_rate" in warning  # Says what to change.
+  assert "objective.temperature=2" in warning  # Says what to change.
   # Not judged during warmup, nor for an MLM-only run.
   assert health.collapse_warning(chance, 100, **_KW) is None
   assert health.collapse_warning({"masked_lm_loss": 3.0}, 500, **_KW) is None
@@ -54,3 +54,18 @@ def test_summary_says_what_the_final_eval_means():
                          "disc_collapsed": 1.0})
   assert "collapsed" in text
   assert "MLM only" in health.summary({"masked_lm_accuracy": 0.3})
+
+
+def test_unigram_distribution_of_the_eval_split(tmp_path):
+  # Frequencies of ordinary tokens only; specials and unseen ids never drawn.
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from electra_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = checkpointing_test.tiny_config(str(tmp_path / "data"))
+  data_dir = input_pipeline.prepare_data(config, str(tmp_path))
+  meta = input_pipeline.load_metadata(data_dir)
+  specials = tuple(meta[k] for k in ("pad_id", "cls_id", "sep_id", "mask_id"))
+  logp = input_pipeline.eval_unigram_log_probs(
+      data_dir, meta["vocab_size"], meta["max_seq_length"], exclude=specials)
+  np.testing.assert_allclose(np.exp(logp).sum(), 1.0, rtol=1e-5)
+  assert all(logp[i] == -np.inf for i in specials)
+  assert np.isfinite(logp).sum() > 50  # Many ordinary tokens seen.
