@@ -87,12 +87,13 @@ def main(argv):
   del argv
   f = flags.FLAGS
   config = benchmark.sized_config(f.config, f.batch_size, f.seq_len)
-  mesh = sharding.make_mesh(config)
-  rules = sharding.logical_rules(config)
+  mesh, rules = train_lib.mesh_and_rules(config)
   sharding.check_batch_size(config.input.batch_size, mesh)
+  spec = benchmark.synthetic_spec(config)
   with sharding.use(mesh, rules):
-    built = train_lib.build(config, mesh, rules, jax.random.key(0))
-    batch = sharding.global_batch(benchmark.synthetic_batch(config), mesh)
+    built = train_lib.build(config, spec, mesh, rules, jax.random.key(0))
+    batch = sharding.global_batch(benchmark.synthetic_batch(config, spec),
+                                  mesh)
     rng = jax.random.key(1)
     compiled = built.train_step.lower(built.state, batch, rng).compile()
     os.makedirs(f.out, exist_ok=True)

@@ -24,9 +24,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 # pylint: disable=wrong-import-position
-from electra_jax import input_pipeline
+from electra_jax import loop
 from electra_jax import model as model_lib
 from electra_jax import pretrained
+from electra_jax import train as train_lib
+from electra_jax.data import input_pipeline
 
 flags.DEFINE_string("workdir", None, "A pretraining run's workdir.")
 flags.DEFINE_list("steps", [], "Checkpoint steps; empty: the latest.")
@@ -53,10 +55,11 @@ def probe(workdir: str, step: int | None, batch_size: int) -> list[dict]:
   if "discriminator" not in params:
     raise ValueError(f"{workdir} is an MLM-only run: no discriminator.")
   batch = next(iter(input_pipeline.make_eval_iterator(
-      input_pipeline.prepare_data(config, workdir),
+      loop.prepare_data(config)[0],
       batch_size=batch_size, process_index=0, process_count=1,
       max_seq_length=config.input.max_seq_length, num_batches=1)))
-  disc = model_lib.ElectraDiscriminator(model_lib.discriminator_config(config))
+  disc = model_lib.ElectraDiscriminator(
+      train_lib.discriminator_config(config, config.model.vocab_size))
   _, state = disc.apply(
       {"params": model_lib.discriminator_params(params)},
       *(jnp.asarray(batch[k]) for k in ("input_ids", "input_mask",

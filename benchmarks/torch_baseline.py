@@ -20,14 +20,18 @@ import statistics
 import sys
 import time
 
+import ml_collections
 import numpy as np
 import torch
 import transformers
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
+from electra_jax import benchmark  # pylint: disable=wrong-import-position
+from electra_jax import loop  # pylint: disable=wrong-import-position
 from electra_jax import model as model_lib  # pylint: disable=wrong-import-position
 from electra_jax import objective  # pylint: disable=wrong-import-position
+from electra_jax import train as train_lib  # pylint: disable=wrong-import-position
 
 
 def load_config(path):
@@ -54,9 +58,11 @@ class Electra(torch.nn.Module):
   def __init__(self, config):
     super().__init__()
     self.generator = transformers.ElectraForMaskedLM(
-        hf_config(model_lib.generator_config(config)))
+        hf_config(train_lib.generator_config(config,
+                                             config.model.vocab_size)))
     self.discriminator = transformers.ElectraForPreTraining(
-        hf_config(model_lib.discriminator_config(config)))
+        hf_config(train_lib.discriminator_config(config,
+                                                 config.model.vocab_size)))
     self.generator.electra.embeddings = self.discriminator.electra.embeddings
     self.generator.generator_lm_head.weight = (
         self.discriminator.electra.embeddings.word_embeddings.weight)
@@ -126,6 +132,9 @@ def main():
   config = load_config(args.config)
   config.input.batch_size = args.batch_size
   config.input.max_seq_length = args.seq_len
+  spec = benchmark.synthetic_spec(config)
+  # The record a run saves: the config with the data's ids written in.
+  config = ml_collections.ConfigDict(loop.run_record(config, spec))
   model = Electra(config).train()
   opt = config.optimizer
   optimizer = torch.optim.AdamW(
@@ -135,12 +144,11 @@ def main():
   n = objective.max_predictions_per_seq(config.objective.mask_prob,
                                         args.seq_len)
   rng = np.random.default_rng(0)
-  ids = rng.integers(1000, config.model.vocab_size,
-                     (args.batch_size, args.seq_len))
-  ids[:, 0] = config.input.cls_id
+  ids = rng.integers(1000, spec.vocab_size, (args.batch_size, args.seq_len))
+  ids[:, 0] = spec.cls_id
   lengths = rng.integers(args.seq_len * 3 // 4, args.seq_len + 1,
                          args.batch_size)
-  ids[np.arange(args.batch_size), lengths - 1] = config.input.sep_id
+  ids[np.arange(args.batch_size), lengths - 1] = spec.sep_id
   mask = (np.arange(args.seq_len) < lengths[:, None]).astype(np.int64)
   segments = (np.arange(args.seq_len) >= args.seq_len // 2) * mask
   batch = [torch.tensor(ids * mask), torch.tensor(mask),

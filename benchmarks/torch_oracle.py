@@ -5,8 +5,8 @@
       --config.num_train_steps=2000 [--threads=N]
 
 The flags of `python -m electra_jax.main` (locked config, `--config.a.b=v`
-overrides), its data facts (`loop.resolve_config`), the same train batches
-in the same order, the same eval batches and the same TensorBoard tags in
+overrides), its data facts (`loop.prepare_data`), the same train batches in
+the same order, the same eval batches and the same TensorBoard tags in
 `workdir`, so both runs plot together (`python -m electra_jax.plot`). Model:
 `torch_baseline.Electra` (transformers generator + discriminator sharing
 embeddings); optimizer: `electra_jax.optimizer.adamw` written out in torch.
@@ -40,18 +40,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 import numpy as np
 import torch
 from transformers.models.electra import modeling_electra
 
 from benchmarks import torch_baseline
-from electra_jax import input_pipeline
 from electra_jax import loop
 from electra_jax import model as model_lib
 from electra_jax import objective
 from electra_jax import optimizer
 from electra_jax import reporting
+from electra_jax import train as train_lib
+from electra_jax.data import input_pipeline
 
 FLAGS = flags.FLAGS
 
@@ -125,7 +127,8 @@ class Oracle(torch_baseline.Electra):
     if obj.uniform_generator and not obj.electra_objective:
       raise ValueError("uniform_generator needs electra_objective=True.")
     if obj.electra_objective and config.generator.untied_generator_embeddings:
-      hf = torch_baseline.hf_config(model_lib.generator_config(config))
+      hf = torch_baseline.hf_config(
+          train_lib.generator_config(config, config.model.vocab_size))
       emb = modeling_electra.ElectraEmbeddings(hf)
       emb.apply(self.generator._init_weights)  # pylint: disable=protected-access
       self.generator.electra.embeddings = emb
@@ -251,7 +254,9 @@ def _due(step: int, every: int) -> bool:  # As loop.py.
 
 
 def check_supported(config) -> None:
-  optimizer.create_optimizer(config)  # Its errors for bad settings.
+  # Its errors for bad settings.
+  optimizer.create_optimizer(train_lib.optimizer_config(config),
+                             config.num_train_steps)
   if config.optimizer.optimizer != "adamw":
     raise NotImplementedError(
         f"optimizer.optimizer={config.optimizer.optimizer!r}: the torch "
@@ -263,7 +268,10 @@ def check_supported(config) -> None:
 def train_and_evaluate(config, workdir: str, threads: int | None = None):
   """The oracle run; returns the final eval metrics."""
   torch.set_num_threads(threads or os.cpu_count())
-  config, data_dir = loop.resolve_config(config, workdir)
+  data_dir, spec = loop.prepare_data(config)
+  # The run's record (the config with the data's vocabulary size and
+  # special ids), as the JAX run saves it: the oracle reads ids from it.
+  config = ml_collections.ConfigDict(loop.run_record(config, spec))
   check_supported(config)
   torch.manual_seed(config.seed)
   model = Oracle(config).train()
@@ -272,9 +280,9 @@ def train_and_evaluate(config, workdir: str, threads: int | None = None):
                        total_steps)
   n = objective.max_predictions_per_seq(config.objective.mask_prob,
                                         config.input.max_seq_length)
-  reporting.write_config(config, workdir)
+  reporting.write_config(config.to_dict(), workdir)
   writer = reporting.MetricWriter(workdir)
-  writer.write_hparams(reporting.flat_config(config))
+  writer.write_hparams(reporting.flat_config(config.to_dict()))
   logging.info("torch %s, %d threads, %s params.", torch.__version__,
                torch.get_num_threads(),
                f"{sum(p.numel() for p in model.parameters()):,}")

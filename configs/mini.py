@@ -3,8 +3,8 @@
   python -m electra_jax.main --config=configs/mini.py --workdir=runs/mini \
       --config.input.data_dir=data/real16k --config.model.vocab_size=16000
 
-Its 2,000 steps took 33 minutes on one core of a 2-core CPU; eval AUC 0.85
-at step 200 on 33 MB of English (README). Sized like the
+Its 2,000 steps run in about half an hour on one CPU core (the README's
+"Does it learn?" section has the measured curves). Sized like the
 small model of google-research/electra at a quarter of its width and a third
 of its depth, with its generator at 1/4 of the discriminator's width.
 

@@ -32,6 +32,7 @@ from electra_jax import reporting
 from electra_jax import runtime
 from electra_jax import sharding
 from electra_jax import train as train_lib
+from electra_jax.data import spec as data_spec
 
 
 def matmul_probe(dtype: str, n: int | None = None) -> Callable[[], float]:
@@ -69,14 +70,25 @@ def measure_matmul_peak(dtype: str, n: int | None = None,
   return best
 
 
-def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0):
+def synthetic_spec(config: ml_collections.ConfigDict
+                   ) -> data_spec.DataSpec:
+  """The data facts of synthetic batches: `config.model.vocab_size` ids, or
+  BERT's uncased WordPiece vocabulary (the reference's) when it is 0, with
+  BERT's special ids."""
+  return data_spec.DataSpec(
+      vocab_size=config.model.vocab_size or 30522, pad_id=0, cls_id=101,
+      sep_id=102, mask_id=103, max_seq_length=config.input.max_seq_length)
+
+
+def synthetic_batch(config: ml_collections.ConfigDict,
+                    spec: data_spec.DataSpec, seed: int = 0):
   """Random tokens with [CLS]/[SEP] and some padding, as real batches."""
   rng = np.random.default_rng(seed)
   b, length = config.input.batch_size, config.input.max_seq_length
-  ids = rng.integers(1000, config.model.vocab_size, (b, length))
-  ids[:, 0] = config.input.cls_id
+  ids = rng.integers(1000, spec.vocab_size, (b, length))
+  ids[:, 0] = spec.cls_id
   lengths = rng.integers(length * 3 // 4, length + 1, b)
-  ids[np.arange(b), lengths - 1] = config.input.sep_id
+  ids[np.arange(b), lengths - 1] = spec.sep_id
   mask = (np.arange(length) < lengths[:, None]).astype(np.int32)
   segments = (np.arange(length) >= length // 2).astype(np.int32) * mask
   return {"input_ids": (ids * mask).astype(np.int32), "input_mask": mask,
@@ -100,8 +112,8 @@ def run(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
     raise ValueError(f"need steps >= 1 and warmup >= 0 (got steps={steps}, "
                      f"warmup={warmup}): the figures are medians of the "
                      "timed steps.")
-  mesh = sharding.make_mesh(config)
-  rules = sharding.logical_rules(config)
+  mesh, rules = train_lib.mesh_and_rules(config)
+  spec = synthetic_spec(config)
   sharding.check_batch_size(config.input.batch_size, mesh)
   # The peak is probed between the timed steps too (outside their timing),
   # so that it sees the same machine as they do: on a shared or throttled
@@ -109,8 +121,8 @@ def run(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
   # and a peak taken only once moves MFU with it.
   probe = matmul_probe(config.model.dtype)
   with sharding.use(mesh, rules):
-    built = train_lib.build(config, mesh, rules, jax.random.key(0))
-    batch = sharding.global_batch(synthetic_batch(config), mesh)
+    built = train_lib.build(config, spec, mesh, rules, jax.random.key(0))
+    batch = sharding.global_batch(synthetic_batch(config, spec), mesh)
     rng = jax.random.key(1)
     runtime.release_host_memory()  # As the training loop does.
     t0 = time.perf_counter()
@@ -128,7 +140,7 @@ def run(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
       jax.block_until_ready(metrics)
       times.append(time.perf_counter() - t)
       rates.extend(probe() for _ in range(2))
-  per_seq = flops_lib.train_flops_per_sequence(config)
+  per_seq = built.flops_per_sequence
   b, length = config.input.batch_size, config.input.max_seq_length
   step_s = statistics.median(times)
   n_dev = jax.device_count()

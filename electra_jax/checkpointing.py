@@ -5,7 +5,7 @@ Each step directory `workdir/checkpoints/<step>/` holds four items:
   params     the model params (generator, discriminator, shared embeddings)
   opt_state  the optimizer state
   input      the input pipeline's position (JSON)
-  config     the run's resolved config (JSON)
+  config     the run's record: its config with the data's facts (JSON)
 
 The input state is global, not per process: `input_pipeline.TrainIterator`
 describes its position as the index of the next *global* batch (each
@@ -23,13 +23,11 @@ Orbax writes each step to a temporary directory and renames it when the save
 is complete, so a save killed midway is never picked up by (1).
 """
 
-import json
 import os
 from typing import Any
 
 from absl import logging
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 
 from electra_jax import convert
@@ -44,14 +42,14 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def make_manager(workdir: str, config: ml_collections.ConfigDict,
+def make_manager(workdir: str, *, max_to_keep: int = 0,
+                 keep_every_steps: int = 0, async_save: bool = True,
                  read_only: bool = False) -> ocp.CheckpointManager:
-  """An async `CheckpointManager` with the four named items."""
-  c = config.checkpoint
+  """A `CheckpointManager` with the four named items (0: no limit/off)."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=None if read_only else (c.max_to_keep or None),
-      keep_period=None if read_only else (c.keep_every_steps or None),
-      enable_async_checkpointing=c.async_save,
+      max_to_keep=None if read_only else (max_to_keep or None),
+      keep_period=None if read_only else (keep_every_steps or None),
+      enable_async_checkpointing=async_save,
       create=not read_only,
       read_only=read_only,
       cleanup_tmp_directories=not read_only,
@@ -62,15 +60,16 @@ def make_manager(workdir: str, config: ml_collections.ConfigDict,
 
 
 def save(manager: ocp.CheckpointManager, state: train_lib.TrainState,
-         input_state: dict[str, Any], config: ml_collections.ConfigDict,
+         input_state: dict[str, Any], record: dict[str, Any],
          force: bool = False) -> bool:
-  """Starts an (async) save of `state` at its step."""
+  """Starts an (async) save of `state` at its step, with the run's record
+  (`loop.run_record`)."""
   step = int(state.step)
   return manager.save(step, args=ocp.args.Composite(
       params=ocp.args.StandardSave(state.params),
       opt_state=ocp.args.StandardSave(state.opt_state),
       input=ocp.args.JsonSave(input_state),
-      config=ocp.args.JsonSave(json.loads(config.to_json()))), force=force)
+      config=ocp.args.JsonSave(record)), force=force)
 
 
 def _abstract(tree: Any, shardings: Any) -> Any:
@@ -86,10 +85,9 @@ def _get(tree: dict, dotted: str) -> Any:
   return tree
 
 
-def check_compatible(saved: dict, config: ml_collections.ConfigDict,
-                     where: str) -> None:
-  """Raises if the saved run's model/objective differ from `config`."""
-  current = json.loads(config.to_json())
+def check_compatible(saved: dict, current: dict, where: str) -> None:
+  """Raises if the saved run's model/objective differ from `current`'s
+  (both run records)."""
   diffs = []
   for field in _STRUCTURAL:
     a, b = _get(saved, field), _get(current, field)
@@ -109,7 +107,7 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict,
 
 
 def restore_or_initialize(
-    manager: ocp.CheckpointManager, config: ml_collections.ConfigDict,
+    manager: ocp.CheckpointManager, record: dict[str, Any],
     state: train_lib.TrainState, state_shardings: train_lib.TrainState,
 ) -> tuple[train_lib.TrainState, dict[str, Any] | None]:
   """Applies the resume order above to a freshly initialised `state`.
@@ -122,7 +120,7 @@ def restore_or_initialize(
     where = os.path.join(str(manager.directory), str(step))
     saved = manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"]
-    check_compatible(saved, config, where)
+    check_compatible(saved, record, where)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           params=ocp.args.StandardRestore(
@@ -133,10 +131,11 @@ def restore_or_initialize(
     except ValueError as e:
       if "structures do not match" not in str(e):
         raise
-      opt = config.optimizer
+      opt = record["optimizer"]
       raise ValueError(
           f"The optimizer state in {where} does not fit this run's optimizer "
-          f"(optimizer={opt.optimizer!r}, max_grad_norm={opt.max_grad_norm})."
+          f"(optimizer={opt['optimizer']!r}, "
+          f"max_grad_norm={opt['max_grad_norm']})."
           " It was saved with other optimizer settings (see that run's "
           "config.json), or by an electra_jax from before AdamW became one "
           "fused transform. Resume with the same settings, or start a new "
@@ -148,15 +147,15 @@ def restore_or_initialize(
                             state_shardings.step),
         params=restored["params"], opt_state=restored["opt_state"])
     return state, restored["input"]
-  if config.init_from:
-    params = load_init_params(config.init_from, config, state.params,
+  if record["init_from"]:
+    params = load_init_params(record["init_from"], record, state.params,
                               state_shardings.params)
     return state.replace(params=params), None
   return state, None
 
 
-def load_init_params(path: str, config: ml_collections.ConfigDict,
-                     params: Any, shardings: Any) -> Any:
+def load_init_params(path: str, record: dict[str, Any], params: Any,
+                     shardings: Any) -> Any:
   """Params-only initialisation from `path` (resume order step 2).
 
   `path` is another electra_jax run's workdir (its latest checkpoint), or a
@@ -165,14 +164,14 @@ def load_init_params(path: str, config: ml_collections.ConfigDict,
   ELECTRA checkpoints come when put side by side).
   """
   if os.path.isdir(checkpoint_dir(path)):
-    other = make_manager(path, config, read_only=True)
+    other = make_manager(path, read_only=True)
     step = other.latest_step()
     if step is None:
       raise ValueError(f"init_from={path}: no complete checkpoint in "
                        f"{checkpoint_dir(path)}.")
     saved = other.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"]
-    check_compatible(saved, config, path)
+    check_compatible(saved, record, path)
     restored = other.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(_abstract(params, shardings))))
     logging.info("Initialised params from %s (step %d).", path, step)
@@ -184,7 +183,7 @@ def load_init_params(path: str, config: ml_collections.ConfigDict,
         f"init_from={path}: neither an electra_jax workdir (no checkpoints/) "
         "nor a directory with transformers discriminator/ and generator/.")
   _, _, loaded = convert.load_pretraining_pair(
-      disc, gen, config.generator.untied_generator_embeddings)
+      disc, gen, record["generator"]["untied_generator_embeddings"])
   _check_shapes(loaded, params, path)
   logging.info("Initialised params from transformers checkpoints in %s.",
                path)

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # The discriminator (the model that is kept). Names follow BertConfig.
   config.model = model = ml_collections.ConfigDict()
-  model.vocab_size = 30522  # Must equal the tokenizer's vocabulary size.
+  model.vocab_size = 0  # 0: the tokenizer's; else checked against it.
   model.embedding_size = 128  # Shared embedding width (E); 0 means hidden.
   model.hidden_size = 256  # Transformer width (H).
   model.num_hidden_layers = 12  # Transformer layers.
@@ -56,15 +56,12 @@ def get_config() -> ml_collections.ConfigDict:
   obj.uniform_generator = False  # Sample fakes uniformly (ablation).
   obj.disallow_correct = False  # Never sample the original token.
 
-  # Input (input_pipeline.py). Special ids come from the tokenizer.
+  # Input (data/input_pipeline.py). Vocabulary size and special ids come
+  # from the data's metadata.json (a DataSpec), not from here.
   config.input = inp = ml_collections.ConfigDict()
   inp.max_seq_length = 128  # Tokens per example, [CLS] and [SEP]s included.
   inp.batch_size = 128  # Global batch size (all hosts together).
   inp.data_dir = ""  # Preprocessed shards; empty: built-in default corpus.
-  inp.pad_id = 0  # [PAD]; overwritten from the tokenizer at start.
-  inp.cls_id = 101  # [CLS]; overwritten from the tokenizer at start.
-  inp.sep_id = 102  # [SEP]; overwritten from the tokenizer at start.
-  inp.mask_id = 103  # [MASK]; overwritten from the tokenizer at start.
   inp.default_vocab_size = 8000  # Sentencepiece pieces of the default corpus.
   inp.default_corpus_bytes = 4_000_000  # Text gathered for the default corpus.
   inp.default_data_cache = ""  # Its cache; empty: ~/.cache/electra_jax.

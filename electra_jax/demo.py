@@ -16,7 +16,8 @@ from absl import flags
 from electra_jax import model as model_lib
 from electra_jax import pretrained
 from electra_jax import reporting
-from electra_jax import tokenization
+from electra_jax import train as train_lib
+from electra_jax.data import tokenization
 
 
 MASK_TEXT = "[MASK]"
@@ -50,7 +51,8 @@ def run(workdir: str, text: str, top_k: int = 5,
   filled = list(ids)
   fills = []
   if positions and "generator" in params:
-    gen = model_lib.ElectraGenerator(model_lib.generator_config(config))
+    gen = model_lib.ElectraGenerator(
+        train_lib.generator_config(config, config.model.vocab_size))
     logits = gen.apply({"params": model_lib.generator_params(params)},
                        ids_arr, masked_positions=jnp.asarray([positions]))
     probs = np.asarray(jax.nn.softmax(logits[0], axis=-1))  # [P, V]
@@ -61,7 +63,7 @@ def run(workdir: str, text: str, top_k: int = 5,
   tokens = []
   if "discriminator" in params:
     disc = model_lib.ElectraDiscriminator(
-        model_lib.discriminator_config(config))
+        train_lib.discriminator_config(config, config.model.vocab_size))
     logits = disc.apply({"params": model_lib.discriminator_params(params)},
                         jnp.asarray([filled], jnp.int32))
     replaced = np.asarray(jax.nn.sigmoid(logits[0]))

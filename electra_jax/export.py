@@ -21,6 +21,7 @@ from electra_jax import convert
 from electra_jax import model as model_lib
 from electra_jax import pretrained
 from electra_jax import reporting
+from electra_jax import train as train_lib
 
 
 
@@ -40,12 +41,13 @@ def export(workdir: str, output: str, step: int | None = None) -> list[str]:
   written = []
   if "discriminator" in params:
     module = model_lib.ElectraDiscriminator(
-        model_lib.discriminator_config(config))
+        train_lib.discriminator_config(config, config.model.vocab_size))
     written.append(os.path.join(output, "discriminator"))
     convert.save_transformers(module, model_lib.discriminator_params(params),
                               written[-1])
   if "generator" in params:
-    module = model_lib.ElectraGenerator(model_lib.generator_config(config))
+    module = model_lib.ElectraGenerator(
+        train_lib.generator_config(config, config.model.vocab_size))
     written.append(os.path.join(output, "generator"))
     convert.save_transformers(module, model_lib.generator_params(params),
                               written[-1])

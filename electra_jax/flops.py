@@ -7,10 +7,8 @@ generator's head is counted only at the masked positions, where it runs.
 """
 
 import jax
-import ml_collections
 
 from electra_jax import model as model_lib
-from electra_jax import objective
 
 # Dense bf16 peak FLOP/s per device, by `device_kind` prefix.
 PEAK_FLOPS = {
@@ -41,21 +39,26 @@ def _encoder_forward(cfg: model_lib.ModelConfig, length: int) -> float:
 
 
 def train_flops_per_sequence(
-    config: ml_collections.ConfigDict,
-) -> dict[str, float]:
-  """Training FLOPs per sequence: `generator`, `discriminator`, `total`."""
-  length = config.input.max_seq_length
+    gen: model_lib.ModelConfig | None, disc: model_lib.ModelConfig | None, *,
+    length: int, max_predictions: int) -> dict[str, float]:
+  """Training FLOPs per sequence: `generator`, `discriminator`, `total`.
+
+  Args:
+    gen: the generator's config; None when it is not trained (the uniform
+      ablation).
+    disc: the discriminator's; None for the MLM-only baseline.
+    length: tokens per sequence.
+    max_predictions: generator head positions per sequence.
+  """
   out = {"generator": 0.0, "discriminator": 0.0}
-  if not config.objective.uniform_generator:
-    g = model_lib.generator_config(config)
-    n = objective.max_predictions_per_seq(config.objective.mask_prob, length)
-    head = 2 * n * (g.hidden_size * g.embedding_size
-                    + g.embedding_size * g.vocab_size)
-    out["generator"] = 3 * (_encoder_forward(g, length) + head)
-  if config.objective.electra_objective:
-    d = model_lib.discriminator_config(config)
-    head = 2 * length * (d.hidden_size * d.hidden_size + d.hidden_size)
-    out["discriminator"] = 3 * (_encoder_forward(d, length) + head)
+  if gen is not None:
+    head = 2 * max_predictions * (gen.hidden_size * gen.embedding_size
+                                  + gen.embedding_size * gen.vocab_size)
+    out["generator"] = 3 * (_encoder_forward(gen, length) + head)
+  if disc is not None:
+    head = 2 * length * (disc.hidden_size * disc.hidden_size
+                         + disc.hidden_size)
+    out["discriminator"] = 3 * (_encoder_forward(disc, length) + head)
   out["total"] = out["generator"] + out["discriminator"]
   return out
 

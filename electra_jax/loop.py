@@ -6,6 +6,7 @@ runs. It is built from short helpers; the pure step functions live in
 """
 
 import functools
+import json
 import os
 import signal
 import threading
@@ -21,34 +22,68 @@ import numpy as np
 from electra_jax import checkpointing
 from electra_jax import flops as flops_lib
 from electra_jax import health
-from electra_jax import input_pipeline
 from electra_jax import objective
-from electra_jax import pretrained
 from electra_jax import reporting
 from electra_jax import runtime
 from electra_jax import sharding
 from electra_jax import train as train_lib
+from electra_jax.data import input_pipeline
+from electra_jax.data import spec as data_spec
 
 
-def resolve_config(config: ml_collections.ConfigDict,
-                   workdir: str) -> tuple[ml_collections.ConfigDict, str]:
-  """Prepares the data and fills tokenizer facts into a copy of `config`.
+def prepare_data(config: ml_collections.ConfigDict
+                 ) -> tuple[str, data_spec.DataSpec]:
+  """The directory of preprocessed data to train on, and its `DataSpec`.
 
-  With the built-in default corpus the model's vocabulary size follows the
-  tokenizer; with user data a mismatch is an error (nothing is guessed).
+  `config.input.data_dir` if set (it must be complete). Otherwise the
+  built-in default corpus (see `data/default_corpus.py`), built once under
+  `config.input.default_data_cache` (empty: `$XDG_CACHE_HOME/electra_jax`,
+  else `~/.cache/electra_jax`) and reused by every later run. Raises if the
+  config does not fit the data: nothing is guessed.
   """
-  config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
-  data_dir = input_pipeline.prepare_data(config, workdir)
-  metadata = input_pipeline.load_metadata(data_dir)
-  if not config.input.data_dir:
-    if config.model.vocab_size != metadata["vocab_size"]:
-      logging.info("Default corpus: model.vocab_size %d -> %d (tokenizer).",
-                   config.model.vocab_size, metadata["vocab_size"])
-    config.model.vocab_size = metadata["vocab_size"]
-  input_pipeline.check_config(config, metadata)
-  input_pipeline.apply_metadata(config, metadata)
-  config.lock()
-  return config, data_dir
+  inp = config.input
+  data_dir = inp.data_dir
+  if not data_dir:
+    # Imported here: only runs without a data_dir need it and its imports.
+    # pylint: disable-next=g-import-not-at-top
+    from electra_jax.data import default_corpus
+    cache = inp.default_data_cache or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+        "electra_jax")
+    start = time.time()
+    data_dir = default_corpus.build_default_dataset(
+        cache, max_seq_length=inp.max_seq_length,
+        vocab_size=inp.default_vocab_size, max_bytes=inp.default_corpus_bytes,
+        seed=0)
+    logging.info("Default corpus data: %s (%.1f s).", data_dir,
+                 time.time() - start)
+  spec = input_pipeline.load_data_spec(data_dir)
+  vocab = config.model.vocab_size
+  if vocab and vocab != spec.vocab_size:
+    raise ValueError(
+        f"config.model.vocab_size={vocab} but the tokenizer of {data_dir} "
+        f"has {spec.vocab_size} ids; pass --config.model.vocab_size="
+        f"{spec.vocab_size} (or 0 to take the tokenizer's).")
+  if inp.max_seq_length != spec.max_seq_length:
+    raise ValueError(
+        f"config.input.max_seq_length={inp.max_seq_length} but {data_dir} "
+        f"was packed to {spec.max_seq_length} tokens; pass "
+        f"--config.input.max_seq_length={spec.max_seq_length} or "
+        "preprocess again with --max_seq_length.")
+  return data_dir, spec
+
+
+def run_record(config: ml_collections.ConfigDict,
+               spec: data_spec.DataSpec) -> dict[str, Any]:
+  """The run's config as saved in `config.json` and in every checkpoint:
+  the config with the data's vocabulary size and special ids written in,
+  so that a run's record alone describes its model (export, fine-tuning
+  and resume read it)."""
+  record = json.loads(config.to_json())
+  record["model"]["vocab_size"] = spec.vocab_size
+  record["input"].update(pad_id=spec.pad_id, cls_id=spec.cls_id,
+                         sep_id=spec.sep_id, mask_id=spec.mask_id)
+  return record
 
 
 def _host_metrics(history: list[Any]) -> dict[str, float]:
@@ -187,31 +222,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> train_lib.TrainState:
   """Pretrains ELECTRA as `config` says; logs, events and checkpoints go to
   `workdir`. Resumes from `workdir` if it holds a checkpoint."""
-  config, data_dir = resolve_config(config, workdir)
-  mesh = sharding.make_mesh(config)
-  rules = sharding.logical_rules(config)
+  data_dir, spec = prepare_data(config)
+  record = run_record(config, spec)
+  mesh, rules = train_lib.mesh_and_rules(config)
   sharding.check_batch_size(config.input.batch_size, mesh)
   logging.info("Mesh %s over %d devices (%s).", dict(mesh.shape),
                jax.device_count(), jax.devices()[0].device_kind)
   init_rng, step_rng, eval_rng = jax.random.split(
       jax.random.key(config.seed), 3)
-  manager = checkpointing.make_manager(workdir, config)
+  c = config.checkpoint
+  manager = checkpointing.make_manager(
+      workdir, max_to_keep=c.max_to_keep, keep_every_steps=c.keep_every_steps,
+      async_save=c.async_save)
 
   with sharding.use(mesh, rules):
-    built = train_lib.build(config, mesh, rules, init_rng)
+    built = train_lib.build(config, spec, mesh, rules, init_rng)
   # Outside the mesh context: importing transformers weights traces a model
   # on plain host arrays.
   state, input_state = checkpointing.restore_or_initialize(
-      manager, config, built.state, built.state_shardings)
+      manager, record, built.state, built.state_shardings)
   runtime.release_host_memory()
   with sharding.use(mesh, rules):
     # Written only after the compatibility check: a mismatch changes nothing.
-    reporting.write_config(config, workdir)
-    pretrained.save_tokenizer(
-        data_dir, input_pipeline.load_metadata(data_dir), workdir)
+    reporting.write_config(record, workdir)
+    input_pipeline.save_tokenizer(data_dir, workdir)
     reporting.log_parameter_overview(state.params)
     writer = reporting.MetricWriter(workdir)
-    writer.write_hparams(reporting.flat_config(config))
+    writer.write_hparams(reporting.flat_config(record))
     train_iter = input_pipeline.make_train_iterator(
         data_dir, batch_size=config.input.batch_size, seed=config.seed,
         process_index=jax.process_index(),
@@ -220,8 +257,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if input_state is not None:
       train_iter.set_state(input_state)
     try:
-      state = _run(config, workdir, data_dir, mesh, built, state, train_iter,
-                   manager, writer, step_rng, eval_rng)
+      state = _run(config, spec, record, workdir, data_dir, mesh, built,
+                   state, train_iter, manager, writer, step_rng, eval_rng)
     finally:
       manager.wait_until_finished()
       manager.close()
@@ -230,8 +267,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return state
 
 
-def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
-         writer, step_rng, eval_rng):
+def _run(config, spec, record, workdir, data_dir, mesh, built, state,
+         train_iter, manager, writer, step_rng, eval_rng):
   """The step loop; returns the final (or preempted) state."""
   total = config.num_train_steps
   start = int(state.step)
@@ -247,14 +284,13 @@ def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
   progress = reporting.ProgressReport(
       total,
       tokens_per_step=config.input.batch_size * config.input.max_seq_length,
-      flops_per_step=(flops_lib.train_flops_per_sequence(config)["total"]
+      flops_per_step=(built.flops_per_sequence["total"]
                       * config.input.batch_size),
       peak_flops_per_device=flops_lib.peak_flops())
   progress.start(start)
-  inp = config.input
   unigram = input_pipeline.eval_unigram_log_probs(
-      data_dir, config.model.vocab_size, inp.max_seq_length,
-      exclude=(inp.pad_id, inp.cls_id, inp.sep_id, inp.mask_id))
+      data_dir, spec.vocab_size, spec.max_seq_length,
+      exclude=(spec.pad_id, *spec.special_ids))
   timer, watch = SaveTimer(config), PreemptionWatch()
   profile = ProfileWindow(config, workdir)
   history = []
@@ -275,7 +311,7 @@ def _run(config, workdir, data_dir, mesh, built, state, train_iter, manager,
       if timer.due(step) or last or stop:
         loss_sum, count = jax.device_get(metrics["loss"])
         _check_finite(step, loss_sum / count)  # Never save a broken state.
-        checkpointing.save(manager, state, input_state, config, force=True)
+        checkpointing.save(manager, state, input_state, record, force=True)
         timer.saved()
       if _due(step, config.eval.every_steps) or last:
         scalars = evaluate(built.eval_step, state.params, config, data_dir,

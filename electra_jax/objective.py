@@ -11,8 +11,9 @@ runs inside a jitted train step. `max_predictions`, `mask_prob` and
 `functools.partial`).
 
 Metrics are dicts of name -> (sum, count) float32 scalars. Adding two such
-dicts (`merge_metrics`) and dividing at the end (`reduce_metrics`) gives the
-right average across steps and hosts.
+dicts leaf by leaf and dividing at the end (`reduce_metrics`) gives the
+right average across steps and hosts. `electra_loss` is the one composition
+of the two losses; `train.py` runs it.
 """
 
 from typing import NamedTuple, Optional, Sequence
@@ -70,20 +71,11 @@ def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
 def _scatter_where(
     x: jax.Array, positions: jax.Array, values: jax.Array, keep: jax.Array
 ) -> jax.Array:
-  """Writes `values` into `x` at `positions` where `keep`; drops the rest.
+  """[batch, length] `x` with `values` (a scalar or [batch, P]) written at
+  [batch, P] `positions` where `keep`, distinct within a row.
 
   Dropped slots are pointed out of range and discarded by `mode="drop"`, so a
-  padded slot can never touch another token. The kept positions must be
-  distinct within a row.
-
-  Args:
-    x: [batch, length].
-    positions: [batch, num_positions] int.
-    values: [batch, num_positions] or a scalar.
-    keep: [batch, num_positions] bool.
-
-  Returns:
-    [batch, length], `x` with the kept values written in.
+  padded slot can never touch another token.
   """
   batch, length = x.shape
   rows = jnp.arange(batch)[:, None]  # [batch, 1]
@@ -196,9 +188,8 @@ def sample_fake_tokens(
   Exact inverse-CDF sampling in float32 (bfloat16 logits are upcast first,
   so the sample is the same as from their float32 values), in two levels:
   the vocabulary is cut into blocks of 128, one uniform draw per slot picks
-  a block by its cumulative mass and then a token inside it. That needs one
-  random number per slot instead of one per vocabulary entry (Gumbel-max)
-  and two passes over the logits; on CPU it made sampling ~10x faster. A
+  a block by its cumulative mass and then a token inside it: one random
+  number per slot instead of one per vocabulary entry (Gumbel-max). A
   token of zero probability (a disallowed one) is never drawn, also when
   float rounding puts the draw at the very end of the distribution. No
   gradient flows through.
@@ -229,7 +220,8 @@ def sample_fake_tokens(
   block_cdf = jnp.cumsum(block_mass, axis=-1)
   u = jax.random.uniform(rng, tuple(lead), jnp.float32) * block_cdf[..., -1]
   b = jnp.minimum(_count_le(block_cdf, u), _last_positive(block_mass))
-  in_block = jnp.take_along_axis(weights, b[..., None, None], axis=-2)[..., 0, :]
+  in_block = jnp.take_along_axis(weights, b[..., None, None],
+                                 axis=-2)[..., 0, :]
   below = jnp.take_along_axis(block_cdf - block_mass, b[..., None], -1)[..., 0]
   inner = jnp.minimum(_count_le(below[..., None] + jnp.cumsum(in_block, -1), u),
                       _last_positive(in_block))
@@ -377,54 +369,33 @@ def disc_logit_spread(
 
 
 def electra_loss(
-    mlm_loss: jax.Array,
-    disc_loss: Optional[jax.Array],
+    metrics: Metrics,
     *,
     gen_weight: float,
     disc_weight: float,
+    counts: Optional[tuple[jax.Array, jax.Array]] = None,
 ) -> jax.Array:
-  """Returns `gen_weight * mlm + disc_weight * disc` (MLM only if no disc)."""
-  loss = gen_weight * mlm_loss
-  if disc_loss is not None:
-    loss += disc_weight * disc_loss
-  return loss
-
-
-def combine(
-    mlm: tuple[jax.Array, Metrics],
-    disc: Optional[tuple[jax.Array, Metrics]],
-    *,
-    gen_weight: float,
-    disc_weight: float,
-) -> tuple[jax.Array, Metrics]:
-  """Weights the two losses and merges their metrics, adding `loss`.
+  """The ELECTRA loss, `gen_weight * MLM + disc_weight * RTD` (MLM only when
+  `metrics` has no `disc_loss`: the MLM-only baseline).
 
   Args:
-    mlm: `(loss, metrics)` from `mlm_loss_and_metrics`.
-    disc: `(loss, metrics)` from `disc_loss_and_metrics`, or None for the
-      MLM-only baseline.
-    gen_weight: weight of the generator's MLM loss.
-    disc_weight: weight of the discriminator's loss.
+    metrics: from `mlm_loss_and_metrics` and `disc_loss_and_metrics`, merged.
+    gen_weight: weight of the generator's masked-LM loss.
+    disc_weight: weight of the replaced-token-detection loss.
+    counts: (real prediction slots, real tokens) of the whole batch; each
+      loss sum is divided by these, so that the losses of micro-batches add
+      up to the batch's. Default: the metrics' own counts.
 
   Returns:
-    The total scalar loss and all metrics; `loss` is (total, 1.0), so its
-    average over steps is the mean per-step loss.
+    The scalar float32 loss.
   """
-  mlm_loss, metrics = mlm
-  disc_loss = None
-  if disc is not None:
-    disc_loss, disc_metrics = disc
-    metrics = {**metrics, **disc_metrics}
-  total = electra_loss(
-      mlm_loss, disc_loss, gen_weight=gen_weight, disc_weight=disc_weight
-  )
-  metrics = {**metrics, "loss": (total, jnp.ones((), jnp.float32))}
-  return total, metrics
-
-
-def merge_metrics(a: Metrics, b: Metrics) -> Metrics:
-  """Adds two metric dicts with the same names, sums and counts alike."""
-  return jax.tree.map(jnp.add, a, b)
+  if counts is None:
+    counts = (metrics["masked_lm_loss"][1],
+              metrics.get("disc_loss", (None, None))[1])
+  loss = gen_weight * metrics["masked_lm_loss"][0] / (counts[0] + 1e-6)
+  if "disc_loss" in metrics:
+    loss += disc_weight * metrics["disc_loss"][0] / (counts[1] + 1e-6)
+  return loss
 
 
 def reduce_metrics(metrics: Metrics) -> dict[str, float]:

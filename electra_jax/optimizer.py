@@ -32,9 +32,10 @@ this module only validates `grad_accum_steps`.
 import functools
 from typing import Any, NamedTuple
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 SCHEDULES = ("reference", "warmup_cosine", "constant")
@@ -48,6 +49,25 @@ _NO_DECAY_LEAVES = frozenset({"bias", "scale", "output_bias"})
 _NO_DECAY_MODULES = ("LayerNorm", "layer_norm")
 
 
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """The optimizer settings; field for field the run config's `optimizer`
+  section (see `defaults.py` for what each means)."""
+
+  optimizer: str = "adamw"
+  learning_rate: float = 5e-4
+  num_warmup_steps: float = 10_000
+  lr_decay_power: float = 1.0
+  schedule: str = "reference"
+  weight_decay_rate: float = 0.01
+  adam_b1: float = 0.9
+  adam_b2: float = 0.999
+  adam_eps: float = 1e-6
+  bias_correction: bool = False
+  max_grad_norm: float = 1.0
+  grad_accum_steps: int = 1
+
+
 def _warmup_factor(step: jax.Array, num_warmup_steps: int) -> jax.Array:
   """Returns `min(1, step / num_warmup_steps)`, or 1 without warmup."""
   if num_warmup_steps == 0:
@@ -56,7 +76,7 @@ def _warmup_factor(step: jax.Array, num_warmup_steps: int) -> jax.Array:
 
 
 def learning_rate_schedule(
-    opt_config: ml_collections.ConfigDict, num_train_steps: int
+    opt_config: OptimizerConfig, num_train_steps: int
 ) -> optax.Schedule:
   """Builds the learning-rate schedule named by `opt_config.schedule`.
 
@@ -76,8 +96,8 @@ def learning_rate_schedule(
   * "constant": `peak * warm(step)`.
 
   Args:
-    opt_config: the `config.optimizer` sub-dict; reads `schedule`,
-      `learning_rate`, `num_warmup_steps` and `lr_decay_power`.
+    opt_config: reads `schedule`, `learning_rate`, `num_warmup_steps` and
+      `lr_decay_power`.
     num_train_steps: total number of optimizer updates, `T`.
 
   Returns:
@@ -306,11 +326,11 @@ def adamw(
 
 
 def create_optimizer(
-    config: ml_collections.ConfigDict, *, flat_norm: bool = False
+    opt: OptimizerConfig, num_train_steps: int, *, flat_norm: bool = False
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Builds the optimizer and its learning-rate schedule from the config.
+  """Builds the optimizer and its learning-rate schedule.
 
-  Optimizers (`config.optimizer.optimizer`):
+  Optimizers (`opt.optimizer`):
 
   * "adamw": `adamw` above: the reference `AdamWeightDecayOptimizer` (Adam
     without bias correction) unless `bias_correction` is True, in which case
@@ -322,8 +342,8 @@ def create_optimizer(
   Both clip gradients to a global norm first unless `max_grad_norm` is 0.
 
   Args:
-    config: the full config; reads `config.optimizer.*` and
-      `config.num_train_steps`.
+    opt: the optimizer settings.
+    num_train_steps: total number of optimizer updates (for the schedule).
     flat_norm: compute the clipping norm over the concatenated leaves
       (`global_norm(flat=True)`); only for params that are not sharded.
 
@@ -335,7 +355,6 @@ def create_optimizer(
     ValueError: on an unknown optimizer or schedule, a negative
       `max_grad_norm`, or `grad_accum_steps < 1`.
   """
-  opt = config.optimizer
   if opt.optimizer not in OPTIMIZERS:
     raise ValueError(
         f"Unknown optimizer {opt.optimizer!r}; expected one of "
@@ -348,7 +367,7 @@ def create_optimizer(
     raise ValueError(
         f"grad_accum_steps must be >= 1, got {opt.grad_accum_steps}."
     )
-  schedule = learning_rate_schedule(opt, config.num_train_steps)
+  schedule = learning_rate_schedule(opt, num_train_steps)
   if opt.optimizer == "adamw":
     tx = adamw(schedule, b1=opt.adam_b1, b2=opt.adam_b2, eps=opt.adam_eps,
                weight_decay=opt.weight_decay_rate, mask=weight_decay_mask,

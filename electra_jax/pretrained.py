@@ -8,7 +8,6 @@ whatever mesh they were saved from.
 
 import json
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -19,34 +18,23 @@ from electra_jax import checkpointing
 from electra_jax import convert
 from electra_jax import model as model_lib
 from electra_jax import objective
-
-TOKENIZER_DIR = "tokenizer"
-
-
-def save_tokenizer(data_dir: str, metadata: dict, workdir: str) -> None:
-  """Copies the tokenizer and data metadata into `workdir/tokenizer/`."""
-  if jax.process_index() != 0:
-    return
-  out = os.path.join(workdir, TOKENIZER_DIR)
-  os.makedirs(out, exist_ok=True)
-  shutil.copyfile(os.path.join(data_dir, metadata["tokenizer"]),
-                  os.path.join(out, metadata["tokenizer"]))
-  with open(os.path.join(out, "metadata.json"), "w") as f:
-    json.dump(metadata, f, indent=2, sort_keys=True)
-
+from electra_jax import train as train_lib
+from electra_jax.data import input_pipeline
 
 def tokenizer_path(workdir: str) -> str:
   """The tokenizer file of a run (a sentencepiece .model or vocab.txt)."""
-  meta_file = os.path.join(workdir, TOKENIZER_DIR, "metadata.json")
+  meta_file = os.path.join(workdir, input_pipeline.TOKENIZER_DIR,
+                           "metadata.json")
   if not os.path.exists(meta_file):
     raise FileNotFoundError(f"{meta_file}: missing; is {workdir} the workdir "
                             "of an electra_jax pretraining run?")
   with open(meta_file) as f:
     name = json.load(f)["tokenizer"]
-  return os.path.join(workdir, TOKENIZER_DIR, name)
+  return os.path.join(workdir, input_pipeline.TOKENIZER_DIR, name)
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """A run's record (`config.json`): its config with the data's facts."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: missing; is {workdir} the workdir of "
@@ -59,7 +47,7 @@ def restore_params(workdir: str, step: int | None = None
                    ) -> tuple[ml_collections.ConfigDict, dict, int]:
   """(config, pretraining params, step) from a run's checkpoint."""
   config = load_run_config(workdir)
-  manager = checkpointing.make_manager(workdir, config, read_only=True)
+  manager = checkpointing.make_manager(workdir, read_only=True)
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(
@@ -68,7 +56,7 @@ def restore_params(workdir: str, step: int | None = None
   if step not in steps:
     raise ValueError(f"No checkpoint for step {step} in {workdir}; "
                      f"available: {sorted(steps)}.")
-  model = model_lib.pretraining_model(config)
+  model = train_lib.pretraining_model(config, config.model.vocab_size)
   length = config.input.max_seq_length
   n = objective.max_predictions_per_seq(config.objective.mask_prob, length)
   ids = jax.numpy.zeros((1, length), jax.numpy.int32)
@@ -100,7 +88,7 @@ def load_discriminator(path: str) -> tuple[model_lib.ModelConfig, Any]:
     config, params, _ = restore_params(path)
     if "discriminator" not in params:
       raise ValueError(f"{path}: an MLM-only run has no discriminator.")
-    return (model_lib.discriminator_config(config),
+    return (train_lib.discriminator_config(config, config.model.vocab_size),
             model_lib.discriminator_params(params))
   if os.path.isdir(os.path.join(path, "discriminator")):
     path = os.path.join(path, "discriminator")

@@ -14,7 +14,6 @@ from typing import Any, Mapping
 from absl import logging
 from flax import traverse_util
 import jax
-import ml_collections
 import numpy as np
 
 
@@ -46,17 +45,18 @@ class MetricWriter:
       self._writer.close()
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Saves the run's resolved config as `workdir/config.json` (process 0)."""
+def write_config(record: dict[str, Any], workdir: str) -> None:
+  """Saves a run's config record as `workdir/config.json` (process 0)."""
   if jax.process_index() != 0:
     return
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2, sort_keys=True))
+    f.write(json.dumps(record, indent=2, sort_keys=True))
 
 
-def flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return traverse_util.flatten_dict(json.loads(config.to_json()), sep=".")
+def flat_config(record: dict[str, Any]) -> dict[str, Any]:
+  """`{"a": {"b": 1}}` -> `{"a.b": 1}`, for TensorBoard's hparams."""
+  return traverse_util.flatten_dict(record, sep=".")
 
 
 def log_parameter_overview(params: Any) -> None:

@@ -15,7 +15,6 @@ from jax.sharding import AxisType
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import ml_collections
 import numpy as np
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -38,12 +37,12 @@ DEFAULT_RULES: Rules = (
 )
 
 
-def make_mesh(config: ml_collections.ConfigDict,
+def make_mesh(shape: Sequence[int],
               devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A `("data", "fsdp", "tensor")` mesh; one axis may be -1 to fill."""
+  """A `("data", "fsdp", "tensor")` mesh of `shape`; one size may be -1 to
+  fill the remaining devices."""
   devices = list(devices if devices is not None else jax.devices())
-  s = config.sharding
-  shape = [s.mesh_data, s.mesh_fsdp, s.mesh_tensor]
+  shape = list(shape)
   if shape.count(-1) > 1 or any(d == 0 or d < -1 for d in shape):
     raise ValueError(f"Invalid mesh {dict(zip(MESH_AXES, shape))}: sizes "
                      "must be positive, and at most one may be -1.")
@@ -63,9 +62,8 @@ def make_mesh(config: ml_collections.ConfigDict,
                        devices=devices)
 
 
-def logical_rules(config: ml_collections.ConfigDict) -> Rules:
-  """The config's rules, or `DEFAULT_RULES` when it names none."""
-  rules = config.sharding.logical_axis_rules
+def logical_rules(rules: Rules = ()) -> Rules:
+  """`rules` as tuples, or `DEFAULT_RULES` when there are none."""
   return tuple(tuple(r) for r in rules) if rules else DEFAULT_RULES
 
 

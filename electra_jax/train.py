@@ -3,10 +3,14 @@
 Per step (all on device, inside one jitted function):
   mask (objective.mask_tokens) -> generator logits at masked positions ->
   sample (exact, inverse CDF) -> discriminator on the corrupted input ->
-  weighted loss -> grads (summed over micro-batches) -> optax update.
+  weighted loss (objective.electra_loss) -> grads (summed over
+  micro-batches) -> optax update.
 
 `train_step` and `eval_step` are pure; `build` jits them once over a mesh.
-The loop that drives them (data, logging, eval, checkpoints) is `loop.py`.
+This is the one place a run config becomes typed module configs
+(`ModelConfig`, `StepConfig`, `OptimizerConfig`, with the data's facts from
+a `DataSpec`); the modules below never see a `ConfigDict`. The loop that
+drives the steps (data, logging, eval, checkpoints) is `loop.py`.
 """
 
 import dataclasses
@@ -22,10 +26,12 @@ from jax.sharding import PartitionSpec as P
 import ml_collections
 import optax
 
+from electra_jax import flops
 from electra_jax import model as model_lib
 from electra_jax import objective
 from electra_jax import optimizer
 from electra_jax import sharding
+from electra_jax.data import spec as data_spec
 
 Batch = dict[str, jax.Array]  # input_ids, input_mask, segment_ids: [B, L].
 
@@ -50,17 +56,18 @@ class StepConfig:
   grad_accum_steps: int
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "StepConfig":
-    obj, inp = config.objective, config.input
+  def from_config(cls, config: ml_collections.ConfigDict,
+                  spec: data_spec.DataSpec) -> "StepConfig":
+    obj = config.objective
     return cls(
-        max_seq_length=inp.max_seq_length,
+        max_seq_length=spec.max_seq_length,
         max_predictions=objective.max_predictions_per_seq(
-            obj.mask_prob, inp.max_seq_length),
+            obj.mask_prob, spec.max_seq_length),
         mask_prob=obj.mask_prob,
         mask_token_prob=obj.mask_token_prob,
-        mask_id=inp.mask_id,
-        special_ids=(inp.cls_id, inp.sep_id, inp.mask_id),
-        vocab_size=config.model.vocab_size,
+        mask_id=spec.mask_id,
+        special_ids=spec.special_ids,
+        vocab_size=spec.vocab_size,
         temperature=obj.temperature,
         gen_weight=obj.gen_weight,
         disc_weight=obj.disc_weight,
@@ -69,6 +76,81 @@ class StepConfig:
         disallow_correct=obj.disallow_correct,
         grad_accum_steps=config.optimizer.grad_accum_steps,
     )
+
+
+def discriminator_config(config: ml_collections.ConfigDict,
+                         vocab_size: int) -> model_lib.ModelConfig:
+  """The discriminator's `ModelConfig`: the run config's `model` section
+  with the tokenizer's vocabulary size."""
+  m = config.model
+  return model_lib.ModelConfig(
+      vocab_size=vocab_size,
+      embedding_size=m.embedding_size or m.hidden_size,
+      hidden_size=m.hidden_size,
+      num_hidden_layers=m.num_hidden_layers,
+      num_attention_heads=m.num_attention_heads,
+      intermediate_size=m.intermediate_size,
+      hidden_dropout_prob=m.hidden_dropout_prob,
+      attention_probs_dropout_prob=m.attention_probs_dropout_prob,
+      max_position_embeddings=m.max_position_embeddings,
+      type_vocab_size=m.type_vocab_size,
+      initializer_range=m.initializer_range,
+      layer_norm_eps=m.layer_norm_eps,
+      dtype=jnp.dtype(m.dtype),
+      param_dtype=jnp.dtype(m.param_dtype),
+      attention_impl=m.attention_impl,
+      scan_layers=m.scan_layers,
+      remat_policy=m.remat_policy,
+  )
+
+
+def generator_config(config: ml_collections.ConfigDict,
+                     vocab_size: int) -> model_lib.ModelConfig:
+  """The generator's `ModelConfig`, as electra's `get_generator_config`.
+
+  Width and depth are fractions of the discriminator's; heads are
+  `max(1, hidden // 64)` and the FFN is `4 * hidden`. The MLM-only baseline
+  (`electra_objective=False`) trains a full-size generator, as the reference.
+  With untied embeddings the generator's embeddings have its own width.
+  """
+  disc = discriminator_config(config, vocab_size)
+  if not config.objective.electra_objective:
+    return disc
+  g = config.generator
+  hidden = int(round(disc.hidden_size * g.generator_hidden_size))
+  layers = int(round(disc.num_hidden_layers * g.generator_layers))
+  if hidden < 1 or layers < 1:
+    raise ValueError(
+        f"generator_hidden_size={g.generator_hidden_size} and "
+        f"generator_layers={g.generator_layers} give a generator of width "
+        f"{hidden} and depth {layers}; both must be at least 1."
+    )
+  return dataclasses.replace(
+      disc,
+      embedding_size=(
+          hidden if g.untied_generator_embeddings else disc.embedding_size
+      ),
+      hidden_size=hidden,
+      num_hidden_layers=layers,
+      num_attention_heads=max(1, hidden // 64),
+      intermediate_size=4 * hidden,
+  )
+
+
+def pretraining_model(config: ml_collections.ConfigDict,
+                      vocab_size: int) -> model_lib.ElectraPretrainingModel:
+  """The `ElectraPretrainingModel` a run config describes."""
+  electra = config.objective.electra_objective
+  uniform = config.objective.uniform_generator
+  if uniform and not electra:
+    raise ValueError("uniform_generator needs electra_objective=True: the "
+                     "MLM-only baseline trains the generator itself.")
+  return model_lib.ElectraPretrainingModel(
+      disc_cfg=discriminator_config(config, vocab_size) if electra else None,
+      gen_cfg=None if uniform else generator_config(config, vocab_size),
+      untied_generator_embeddings=(
+          electra and config.generator.untied_generator_embeddings),
+  )
 
 
 @struct.dataclass
@@ -93,19 +175,27 @@ def create_train_state(rng: jax.Array, *, model: nn.Module, sc: StepConfig,
                     opt_state=tx.init(params), tx=tx)
 
 
+def shard_state(abstract: TrainState, param_shardings: Any,
+                mesh) -> TrainState:
+  """Shardings of a `TrainState`'s leaves: the params as given, the
+  optimizer state like the params it tracks, everything else replicated."""
+  replicated = NamedSharding(mesh, P())
+  opt_sh = optax.tree_map_params(
+      abstract.tx, lambda _, s: s, abstract.opt_state, param_shardings,
+      transform_non_params=lambda _: replicated)
+  return TrainState(step=replicated, params=param_shardings,
+                    opt_state=opt_sh, tx=abstract.tx)
+
+
 def state_shardings(rng: jax.Array, *, model: nn.Module, sc: StepConfig,
                     tx: optax.GradientTransformation, mesh, rules) -> Any:
   """Shardings of `TrainState` leaves, from shapes alone (no allocation)."""
   boxed = jax.eval_shape(functools.partial(init_params, model=model, sc=sc),
                          rng)
-  param_sh = sharding.tree_shardings(boxed, mesh, rules)
   abstract = jax.eval_shape(
       functools.partial(create_train_state, model=model, sc=sc, tx=tx), rng)
-  replicated = NamedSharding(mesh, P())
-  opt_sh = optax.tree_map_params(
-      tx, lambda _, s: s, abstract.opt_state, param_sh,
-      transform_non_params=lambda _: replicated)
-  return TrainState(step=replicated, params=param_sh, opt_state=opt_sh, tx=tx)
+  return shard_state(abstract, sharding.tree_shardings(boxed, mesh, rules),
+                     mesh)
 
 
 def _sample_per_example(keys, logits, disallow, temperature):
@@ -160,13 +250,9 @@ def _forward(params, batch: Batch, masked: objective.MaskedInputs,
   return {**metrics, **disc_metrics}, jax.nn.sigmoid(disc_logits), labels
 
 
-def _total_loss(metrics, counts, sc: StepConfig) -> jax.Array:
-  """`gen_weight * MLM + disc_weight * RTD`, each normalised by the counts
-  of the whole batch (so micro-batch losses add up to the batch loss)."""
-  loss = sc.gen_weight * metrics["masked_lm_loss"][0] / (counts[0] + 1e-6)
-  if sc.electra_objective:
-    loss += sc.disc_weight * metrics["disc_loss"][0] / (counts[1] + 1e-6)
-  return loss
+def _loss(metrics, counts, sc: StepConfig) -> jax.Array:
+  return objective.electra_loss(metrics, gen_weight=sc.gen_weight,
+                                disc_weight=sc.disc_weight, counts=counts)
 
 
 def _mask(rng, batch: Batch, sc: StepConfig) -> objective.MaskedInputs:
@@ -207,7 +293,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
     mb, mm, keys = micro
     metrics, _, _ = _forward(params, mb, mm, keys, dropout_key, model=model,
                              sc=sc, deterministic=False)
-    return _total_loss(metrics, counts, sc), metrics
+    return _loss(metrics, counts, sc), metrics
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
   k = sc.grad_accum_steps
@@ -232,7 +318,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
   one = jnp.ones((), jnp.float32)
   metrics = {
       **metrics,
-      "loss": (_total_loss(metrics, counts, sc), one),
+      "loss": (_loss(metrics, counts, sc), one),
       "learning_rate": (schedule(state.step).astype(jnp.float32), one),
       "grad_norm": (optimizer.global_norm(grads, flat=flat_norm), one),
       "param_norm": (optimizer.global_norm(params, flat=flat_norm), one),
@@ -277,13 +363,24 @@ def eval_step(params, batch: Batch, rng: jax.Array,
                                     model=model, sc=sc, deterministic=True)
   counts = (jnp.sum(masked.weights),
             jnp.sum(batch["input_mask"].astype(jnp.float32)))
-  metrics["loss"] = (_total_loss(metrics, counts, sc),
+  metrics["loss"] = (_loss(metrics, counts, sc),
                      jnp.ones((), jnp.float32))
   unigram = (None, None)
   if sc.electra_objective:
     unigram = _unigram_fakes(params, batch, masked, unigram_rng,
                              unigram_log_probs, model=model)
   return metrics, probs, labels, *unigram
+
+
+def flops_per_sequence(config: ml_collections.ConfigDict,
+                       vocab_size: int) -> dict[str, float]:
+  """Analytic training FLOPs per sequence (see `flops.py`)."""
+  model = pretraining_model(config, vocab_size)
+  length = config.input.max_seq_length
+  return flops.train_flops_per_sequence(
+      model.gen_cfg, model.disc_cfg, length=length,
+      max_predictions=objective.max_predictions_per_seq(
+          config.objective.mask_prob, length))
 
 
 class Built(NamedTuple):
@@ -293,24 +390,43 @@ class Built(NamedTuple):
   # (params, batch, rng, unigram_log_probs) -> (metrics, disc_probs, labels,
   # unigram-fake disc_probs, their labels).
   eval_step: Any
+  flops_per_sequence: dict[str, float]  # Analytic, for MFU.
 
 
-def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
+def mesh_and_rules(config: ml_collections.ConfigDict,
+                   devices=None) -> tuple[jax.sharding.Mesh, sharding.Rules]:
+  """The device mesh and logical axis rules of `config.sharding`."""
+  s = config.sharding
+  mesh = sharding.make_mesh((s.mesh_data, s.mesh_fsdp, s.mesh_tensor),
+                            devices)
+  return mesh, sharding.logical_rules(s.logical_axis_rules)
+
+
+def optimizer_config(
+    config: ml_collections.ConfigDict) -> optimizer.OptimizerConfig:
+  return optimizer.OptimizerConfig(**config.optimizer.to_dict())
+
+
+def build(config: ml_collections.ConfigDict, spec: data_spec.DataSpec,
+          mesh, rules, rng: jax.Array) -> Built:
   """The sharded initial state and the jitted train and eval steps.
 
+  The one place the run config becomes module configs: `ModelConfig`s,
+  `StepConfig` and `OptimizerConfig`, with the data's facts from `spec`.
   Call under `sharding.use(mesh, rules)`. The state is created sharded
   (shapes -> shardings -> jitted init), never whole on one device.
 
   Returns:
     A `Built` with the state, its shardings and the two jitted steps.
   """
-  model = model_lib.pretraining_model(config)
-  sc = StepConfig.from_config(config)
+  model = pretraining_model(config, spec.vocab_size)
+  sc = StepConfig.from_config(config, spec)
   # Unsharded params (data parallel) take the one-kernel global norms.
   flat_norm = sharding.fully_replicated(sharding.tree_shardings(
       jax.eval_shape(functools.partial(init_params, model=model, sc=sc), rng),
       mesh, rules))
-  tx, schedule = optimizer.create_optimizer(config, flat_norm=flat_norm)
+  tx, schedule = optimizer.create_optimizer(
+      optimizer_config(config), config.num_train_steps, flat_norm=flat_norm)
   replicated = NamedSharding(mesh, P())
   batch_sh = sharding.batch_sharding(mesh)
   state_sh = state_shardings(rng, model=model, sc=sc, tx=tx, mesh=mesh,
@@ -327,4 +443,5 @@ def build(config: ml_collections.ConfigDict, mesh, rules, rng: jax.Array):
       functools.partial(eval_step, model=model, sc=sc),
       in_shardings=(state_sh.params, batch_sh, replicated, replicated),
       out_shardings=(replicated, batch_sh, batch_sh, batch_sh, batch_sh))
-  return Built(state, state_sh, p_train, p_eval)
+  return Built(state, state_sh, p_train, p_eval,
+               flops_per_sequence(config, spec.vocab_size))

@@ -14,7 +14,7 @@ command continues where it stopped; logs in ROOT/logs/<stage>.log):
                (default: the preset's num_train_steps).
   mlm          ROOT/mlm: objective.electra_objective=False (a full-size
                generator) for round(electra_steps * F_electra / F_mlm) steps,
-               F = flops.train_flops_per_sequence(config)["total"] of each
+               F = train.flops_per_sequence(config, vocab)["total"] of each
                resolved config (same batch size, so equal total FLOPs); its
                num_warmup_steps keeps ELECTRA's fraction of the run.
   ft_electra, ft_mlm, ft_scratch
@@ -46,7 +46,7 @@ from ml_collections import config_flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from electra_jax import flops as flops_lib
+from electra_jax import train as train_lib
 from electra_jax.finetune import restore
 
 FLAGS = flags.FLAGS
@@ -261,8 +261,8 @@ def experiment() -> None:
   steps_e = FLAGS.electra_steps or electra_cfg.num_train_steps
   mlm_cfg = resolve([f"--config={config_path}", *config_argv,
                      "--config.objective.electra_objective=False"])
-  f_e = flops_lib.train_flops_per_sequence(electra_cfg)
-  f_m = flops_lib.train_flops_per_sequence(mlm_cfg)
+  f_e = train_lib.flops_per_sequence(electra_cfg, vocab)
+  f_m = train_lib.flops_per_sequence(mlm_cfg, vocab)
   steps_m = max(1, int(round(steps_e * f_e["total"] / f_m["total"])))
   warmup_e = electra_cfg.optimizer.num_warmup_steps
   warmup_m = int(round(warmup_e * steps_m / steps_e))

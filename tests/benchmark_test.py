@@ -10,16 +10,16 @@ import jax.numpy as jnp
 import pytest
 
 from electra_jax import benchmark
-from electra_jax import flops
 from electra_jax import model as model_lib
 from electra_jax import runtime
-from tests import model_test
+from electra_jax import train as train_lib
+from tests import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny():
-  config = model_test.load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = 2000
   config.input.batch_size = 8
   config.input.max_seq_length = 32
@@ -28,7 +28,7 @@ def _tiny():
 
 def test_flops_match_a_hand_count():
   config = _tiny()
-  got = flops.train_flops_per_sequence(config)
+  got = train_lib.flops_per_sequence(config, 2000)
   # Discriminator: E=32 -> H=64 projection, 2 layers of 4*64*64 + 2*64*128
   # dense params, attention 2*2*T*T*H per layer, head 64*64+64, all x3.
   t, h = 32, 64
@@ -102,7 +102,7 @@ def test_cudnn_attention_refuses_attention_dropout():
   config = _tiny()
   config.model.attention_impl = "cudnn"
   module = model_lib.ElectraDiscriminator(
-      model_lib.discriminator_config(config))
+      train_lib.discriminator_config(config, config.model.vocab_size))
   ids = jnp.ones((1, 8), jnp.int32)
   with pytest.raises(ValueError, match="attention_probs_dropout_prob=0.0"):
     module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},

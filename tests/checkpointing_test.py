@@ -16,7 +16,7 @@ import pytest
 from electra_jax import checkpointing
 from electra_jax import loop
 from electra_jax import pretrained
-from tests import model_test
+from tests import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,22 +24,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def data_cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp("default_data"))
-
-
-def tiny_config(cache, steps=6):
-  config = model_test.load_config("tiny")
-  config.input.default_data_cache = cache
-  config.input.default_corpus_bytes = 300_000
-  config.input.default_vocab_size = 1000
-  config.input.batch_size = 8
-  config.input.max_seq_length = 32
-  config.num_train_steps = steps
-  config.log_every_steps = 1
-  config.checkpoint.every_steps = 2
-  config.checkpoint.every_minutes = 0.0
-  config.eval.every_steps = 0
-  config.eval.num_batches = 1
-  return config
 
 
 def final_params(workdir):
@@ -54,7 +38,7 @@ def assert_bitwise_equal(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_cache):
   workdir = tmp_path_factory.mktemp("full")
-  loop.train_and_evaluate(tiny_config(data_cache), str(workdir))
+  loop.train_and_evaluate(testing.tiny_config(data_cache), str(workdir))
   return workdir
 
 
@@ -65,13 +49,13 @@ def test_preempted_run_resumes_bitwise(tmp_path, data_cache, uninterrupted,
   monkeypatch.setattr(loop.PreemptionWatch, "should_stop",
                       lambda self, m, step: step == 3 or original(self, m,
                                                                   step))
-  loop.train_and_evaluate(tiny_config(data_cache), str(tmp_path))
+  loop.train_and_evaluate(testing.tiny_config(data_cache), str(tmp_path))
   monkeypatch.undo()
   assert final_params(tmp_path)[1] == 3
   input_state = json.loads(
       (tmp_path / "checkpoints" / "3" / "input" / "metadata").read_text())
   assert input_state["batch_index"] == 3  # The next batch to read.
-  loop.train_and_evaluate(tiny_config(data_cache), str(tmp_path))
+  loop.train_and_evaluate(testing.tiny_config(data_cache), str(tmp_path))
   resumed, step = final_params(tmp_path)
   want, want_step = final_params(uninterrupted)
   assert step == want_step == 6
@@ -81,18 +65,18 @@ def test_preempted_run_resumes_bitwise(tmp_path, data_cache, uninterrupted,
 def test_resume_on_another_mesh_gives_the_same_params(tmp_path, data_cache,
                                                       uninterrupted):
   shutil.copytree(uninterrupted, tmp_path / "run")
-  config = tiny_config(data_cache)
+  config = testing.tiny_config(data_cache)
   config.sharding.mesh_data = 1
   config.sharding.mesh_fsdp = -1  # Saved data-parallel, restored FSDP.
-  resolved, _ = loop.resolve_config(config, str(tmp_path))
+  _, spec = loop.prepare_data(config)
   from electra_jax import sharding, train  # pylint: disable=g-import-not-at-top
-  mesh = sharding.make_mesh(resolved)
-  rules = sharding.logical_rules(resolved)
+  mesh, rules = train.mesh_and_rules(config)
   with sharding.use(mesh, rules):
-    built = train.build(resolved, mesh, rules, jax.random.key(9))
-    manager = checkpointing.make_manager(str(tmp_path / "run"), resolved)
+    built = train.build(config, spec, mesh, rules, jax.random.key(9))
+    manager = checkpointing.make_manager(str(tmp_path / "run"))
     state, input_state = checkpointing.restore_or_initialize(
-        manager, resolved, built.state, built.state_shardings)
+        manager, loop.run_record(config, spec), built.state,
+        built.state_shardings)
     manager.close()
   assert int(state.step) == 6 and input_state["batch_index"] == 6
   kernel = state.params["discriminator"]["encoder"]["layer_0"]["query"][
@@ -111,8 +95,7 @@ def test_incomplete_save_is_never_resumed(tmp_path, data_cache,
   partial = run / "checkpoints" / "8.orbax-checkpoint-tmp"
   shutil.copytree(run / "checkpoints" / "6", partial)
   (partial / "params" / "manifest.ocdbt").write_bytes(b"truncated")
-  config = tiny_config(data_cache, steps=8)
-  manager = checkpointing.make_manager(str(run), config)
+  manager = checkpointing.make_manager(str(run))
   assert manager.latest_step() == 6
   manager.close()
 
@@ -122,7 +105,7 @@ def test_mismatched_config_fails_and_changes_nothing(tmp_path, data_cache,
   run = tmp_path / "run"
   shutil.copytree(uninterrupted, run)
   before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-  config = tiny_config(data_cache, steps=8)
+  config = testing.tiny_config(data_cache, steps=8)
   config.model.hidden_size = 96
   with pytest.raises(ValueError, match="model.hidden_size: checkpoint 64, "
                      "config 96"):
@@ -134,7 +117,7 @@ def test_mismatched_config_fails_and_changes_nothing(tmp_path, data_cache,
 def test_init_from_another_run_and_from_an_export(tmp_path, data_cache,
                                                   uninterrupted):
   want, _ = final_params(uninterrupted)
-  config = tiny_config(data_cache, steps=1)
+  config = testing.tiny_config(data_cache, steps=1)
   config.init_from = str(uninterrupted)
   config.optimizer.learning_rate = 0.0  # The one step must change nothing.
   loop.train_and_evaluate(config, str(tmp_path / "a"))
@@ -186,8 +169,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, data_cache):
   rest = proc.stderr.read()
   assert proc.wait(timeout=120) == 0, rest[-3000:]
   assert "Received SIGTERM" in rest and "Stopped at step" in rest
-  manager = checkpointing.make_manager(str(tmp_path), tiny_config(data_cache),
-                                       read_only=True)
+  manager = checkpointing.make_manager(str(tmp_path), read_only=True)
   step = manager.latest_step()
   assert step is not None and step >= 2
   restored = manager.restore(step, args=ocp.args.Composite(
@@ -205,8 +187,7 @@ def test_sigkill_during_saves_resumes_from_a_complete_step(tmp_path,
                                   env, 4)
   proc.kill()
   proc.wait(timeout=60)
-  manager = checkpointing.make_manager(str(tmp_path), tiny_config(data_cache),
-                                       read_only=True)
+  manager = checkpointing.make_manager(str(tmp_path), read_only=True)
   last = manager.latest_step()
   manager.close()
   assert last is not None and last >= 1
@@ -220,7 +201,7 @@ def test_sigkill_during_saves_resumes_from_a_complete_step(tmp_path,
 
 
 def test_profiler_window_writes_a_trace(tmp_path, data_cache):
-  config = tiny_config(data_cache, steps=3)
+  config = testing.tiny_config(data_cache, steps=3)
   config.profile_start_step = 2
   config.profile_num_steps = 1
   loop.train_and_evaluate(config, str(tmp_path))
@@ -230,15 +211,15 @@ def test_profiler_window_writes_a_trace(tmp_path, data_cache):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     tmp_path, data_cache, monkeypatch):
-  config = tiny_config(data_cache, steps=4)
+  config = testing.tiny_config(data_cache, steps=4)
   config.checkpoint.every_steps = 1
   config.num_train_steps = 2
   loop.train_and_evaluate(config, str(tmp_path))  # Steps 1-2 are fine.
   good, _ = final_params(tmp_path)
-  from electra_jax import train  # pylint: disable=g-import-not-at-top
-  total = train._total_loss  # pylint: disable=protected-access
-  monkeypatch.setattr(train, "_total_loss",
-                      lambda m, c, sc: total(m, c, sc) * float("nan"))
+  from electra_jax import objective  # pylint: disable=g-import-not-at-top
+  total = objective.electra_loss
+  monkeypatch.setattr(objective, "electra_loss",
+                      lambda *a, **k: total(*a, **k) * float("nan"))
   config.num_train_steps = 4
   with pytest.raises(FloatingPointError, match="Non-finite loss .* step 3"):
     loop.train_and_evaluate(config, str(tmp_path))
@@ -249,8 +230,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
 
 def test_resuming_with_another_optimizer_is_a_clear_error(tmp_path,
                                                           data_cache):
-  loop.train_and_evaluate(tiny_config(data_cache, steps=2), str(tmp_path))
-  config = tiny_config(data_cache, steps=4)
+  loop.train_and_evaluate(testing.tiny_config(data_cache, steps=2),
+                          str(tmp_path))
+  config = testing.tiny_config(data_cache, steps=4)
   config.optimizer.optimizer = "lamb"  # Another opt_state structure.
   with pytest.raises(ValueError, match=r"optimizer state in .*optimizer='lamb'"
                      r".*init_from="):

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from electra_jax import default_corpus
-from electra_jax import flops
-from tests import model_test
+from electra_jax import train as train_lib
+from electra_jax.data import default_corpus
+from tests import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "electra_vs_mlm.py")
@@ -63,12 +63,13 @@ def expected_mlm_steps(data_dir, electra_steps):
   """round(steps * F_electra / F_mlm), from the preset and the data."""
   with open(os.path.join(data_dir, "metadata.json")) as f:
     metadata = json.load(f)
-  config = model_test.load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = metadata["vocab_size"]
   config.input.max_seq_length = metadata["max_seq_length"]
-  f_electra = flops.train_flops_per_sequence(config)["total"]
+  vocab = config.model.vocab_size
+  f_electra = train_lib.flops_per_sequence(config, vocab)["total"]
   config.objective.electra_objective = False
-  f_mlm = flops.train_flops_per_sequence(config)["total"]
+  f_mlm = train_lib.flops_per_sequence(config, vocab)["total"]
   assert f_electra != f_mlm
   return round(electra_steps * f_electra / f_mlm)
 

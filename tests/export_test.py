@@ -14,7 +14,8 @@ from electra_jax import export
 from electra_jax import loop
 from electra_jax import model as model_lib
 from electra_jax import pretrained
-from tests import checkpointing_test
+from electra_jax import train as train_lib
+from tests import testing
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def run(tmp_path_factory):
   cache = str(tmp_path_factory.mktemp("data"))
   workdir = tmp_path_factory.mktemp("run")
-  loop.train_and_evaluate(checkpointing_test.tiny_config(cache, steps=2),
+  loop.train_and_evaluate(testing.tiny_config(cache, steps=2),
                           str(workdir))
   return workdir
 
@@ -42,7 +43,7 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path, run):
       str(tmp_path / "a" / "discriminator"), output_loading_info=True)
   assert not any(info.values()), info
   ours = model_lib.ElectraDiscriminator(
-      model_lib.discriminator_config(config)).apply(
+      train_lib.discriminator_config(config, config.model.vocab_size)).apply(
           {"params": model_lib.discriminator_params(params)}, ids, mask)
   with torch.no_grad():
     theirs = disc.eval()(input_ids=t_ids, attention_mask=t_mask).logits
@@ -51,7 +52,8 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path, run):
   gen, info = transformers.ElectraForMaskedLM.from_pretrained(
       str(tmp_path / "a" / "generator"), output_loading_info=True)
   assert not any(info.values()), info
-  ours = model_lib.ElectraGenerator(model_lib.generator_config(config)).apply(
+  ours = model_lib.ElectraGenerator(train_lib.generator_config(
+      config, config.model.vocab_size)).apply(
       {"params": model_lib.generator_params(params)}, ids, mask)
   with torch.no_grad():
     theirs = gen.eval()(input_ids=t_ids, attention_mask=t_mask).logits

@@ -4,10 +4,10 @@ first sub-tokens, and the train/eval batchers."""
 import numpy as np
 import pytest
 
-from electra_jax import tokenization
+from electra_jax.data import tokenization
 from electra_jax.finetune import features
 from electra_jax.finetune import tasks
-from tests import finetune_restore_test as fixtures
+from tests import testing
 
 CLS, SEP, PAD = 2, 3, 0
 
@@ -15,7 +15,7 @@ CLS, SEP, PAD = 2, 3, 0
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
   return tokenization.load_tokenizer(
-      fixtures.write_vocab(str(tmp_path_factory.mktemp("vocab"))))
+      testing.write_vocab(str(tmp_path_factory.mktemp("vocab"))))
 
 
 def _id(word):

@@ -11,14 +11,15 @@ import pytest
 from electra_jax import model as model_lib
 from electra_jax.finetune import heads
 from electra_jax.finetune import lr_decay
-from tests import finetune_restore_test as fixtures
-from tests.finetune_restore_test import fast_compiles  # pylint: disable=W0611
+from electra_jax.finetune import train as ft_train
+from tests import testing
+from tests.testing import fast_compiles  # pylint: disable=W0611
 
 N_LAYERS = 3
 
 
 def _params(embedding_size=16):
-  cfg = model_lib.ModelConfig(**{**fixtures.TINY,
+  cfg = model_lib.ModelConfig(**{**testing.TINY,
                                  "embedding_size": embedding_size,
                                  "num_hidden_layers": N_LAYERS})
   module = heads.TaskModel(cfg, "classification", 2, "transformers")
@@ -92,7 +93,7 @@ def test_zero_decay_disables_and_unknown_params_fail():
 def test_optimizer_update_is_scaled_per_parameter():
   """One real update with decay equals the undecayed update times the
   hand-computed multiplier (weight decay included), in both modes."""
-  config = fixtures.finetune_config("task=sst2")
+  config = testing.finetune_config("task=sst2")
   config.optimizer.warmup_proportion = 0.0  # A non-zero first update.
   shapes = _params()
   rng = np.random.default_rng(0)
@@ -104,7 +105,9 @@ def test_optimizer_update_is_scaled_per_parameter():
   for decay, compat in ((0.0, False), (0.8, False), (0.8, True)):
     config.optimizer.layerwise_lr_decay = decay
     config.optimizer.layerwise_lr_decay_compat = compat
-    tx, schedule = lr_decay.create_optimizer(config, shapes, N_LAYERS, 10)
+    tx, schedule = lr_decay.create_optimizer(
+        ft_train.pretraining_style_optimizer(config, 10), 10, shapes,
+        N_LAYERS, decay=decay, compat=compat)
     step = jax.jit(lambda g, p, tx=tx: tx.update(g, tx.init(p), p)[0])
     updates[decay, compat] = _by_name(step(grads, params))
   assert float(schedule(0)) == pytest.approx(config.optimizer.learning_rate)

@@ -1,12 +1,8 @@
 """Restoring pretrained discriminators (or an MLM-only run's generator
-encoder) into task models, and the tokenizer that comes with them. Also
-holds the tiny fixtures the other fine-tuning tests share (vocabulary,
-transformers directory, config)."""
+encoder) into task models, and the tokenizer that comes with them."""
 
 import dataclasses
 import functools
-import importlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -22,60 +18,14 @@ from electra_jax import export
 from electra_jax import loop
 from electra_jax import model as model_lib
 from electra_jax import pretrained
+from electra_jax import train as train_lib
+from electra_jax.data import input_pipeline
 from electra_jax.finetune import heads
 from electra_jax.finetune import restore
 from electra_jax.finetune import train as ft_train
-from tests import checkpointing_test
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = [f"w{i}" for i in range(95)]  # Vocabulary of 100 with the specials.
-TINY = dict(vocab_size=100, embedding_size=16, hidden_size=32,
-            num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=64)
-
-
-def write_vocab(directory: str) -> str:
-  path = os.path.join(directory, "vocab.txt")
-  with open(path, "w") as f:
-    f.write("\n".join(SPECIALS + WORDS) + "\n")
-  return path
-
-
-def make_transformers_dir(directory: str, seed: int = 0) -> str:
-  """A random-init transformers `ElectraForPreTraining` + vocab.txt."""
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
-  torch.manual_seed(seed)
-  hf = transformers.ElectraForPreTraining(transformers.ElectraConfig(**TINY))
-  with torch.no_grad():  # Non-trivial biases and LayerNorm params.
-    for name, p in hf.named_parameters():
-      if "LayerNorm" in name or name.endswith("bias"):
-        p.add_(0.1 * torch.randn_like(p))
-  hf.save_pretrained(directory)
-  write_vocab(directory)
-  return directory
-
-
-def finetune_config(arg: str):
-  spec = importlib.util.spec_from_file_location(
-      "finetune_config", os.path.join(ROOT, "configs", "finetune.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def fast_compiles():
-  """Tiny models: compile time dominates, so skip most XLA passes."""
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", False)
-
-
-@pytest.fixture(scope="session")
-def hf_dir(tmp_path_factory):
-  return make_transformers_dir(str(tmp_path_factory.mktemp("hf")))
+from tests import testing
+from tests.testing import fast_compiles  # pylint: disable=W0611
+from tests.testing import hf_dir  # pylint: disable=unused-import
 
 
 @functools.lru_cache(maxsize=None)  # One compile for the tests below.
@@ -123,7 +73,7 @@ def test_transformers_restore_gives_the_pretrained_weights_exactly(hf_dir):
 
 
 def test_pretraining_params_restore_without_generator():
-  pre_config = model_lib.ModelConfig(**TINY)
+  pre_config = model_lib.ModelConfig(**testing.TINY)
   module = model_lib.ElectraPretrainingModel(
       pre_config, dataclasses.replace(pre_config, hidden_size=16,
                                       num_attention_heads=1,
@@ -155,15 +105,16 @@ def test_mismatched_architecture_is_refused():
     ids = np.ones((1, 4), np.int32)
     return jax.eval_shape(lambda: nn.unbox(module.init(
         jax.random.key(0), ids, ids, ids)))["params"]
-  fresh = shapes(model_lib.ModelConfig(**TINY))
-  wrong = shapes(model_lib.ModelConfig(**{**TINY, "intermediate_size": 48}))
+  fresh = shapes(model_lib.ModelConfig(**testing.TINY))
+  wrong = shapes(model_lib.ModelConfig(**{**testing.TINY,
+                                         "intermediate_size": 48}))
   heads.check_compatible(fresh, {"encoder": fresh["encoder"]})
   with pytest.raises(ValueError, match="do not fit"):
     heads.check_compatible(fresh, {"encoder": wrong["encoder"]})
 
 
 def test_resolve_adopts_the_checkpoint_architecture_and_tokenizer(hf_dir):
-  config = finetune_config("task=classification,size=small")
+  config = testing.finetune_config("task=classification,size=small")
   config.init_from = hf_dir
   task = restore.resolve(config)
   assert task.config.model.hidden_size == 32
@@ -175,7 +126,7 @@ def test_resolve_adopts_the_checkpoint_architecture_and_tokenizer(hf_dir):
 
 
 def test_tokenizer_lookup(tmp_path):
-  config = finetune_config("task=sst2")
+  config = testing.finetune_config("task=sst2")
   with pytest.raises(ValueError, match="config.tokenizer"):
     restore.find_tokenizer(config)
   config.init_from = str(tmp_path)
@@ -197,7 +148,7 @@ def test_tokenizer_lookup(tmp_path):
     ("qa", "official", {"output"}, (3, 8, 2))])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_heads(kind, style, leaves, shape, dtype):
-  cfg = model_lib.ModelConfig(**TINY, dtype=jnp.dtype(dtype))
+  cfg = model_lib.ModelConfig(**testing.TINY, dtype=jnp.dtype(dtype))
   module = heads.TaskModel(cfg, kind, 4, style)
   ids = np.ones((3, 8), np.int32)
   variables = jax.eval_shape(lambda: nn.unbox(module.init(
@@ -211,7 +162,7 @@ def test_heads(kind, style, leaves, shape, dtype):
 @pytest.fixture(scope="module")
 def mlm_only_run(tmp_path_factory):
   """A 2-step pretraining run of the MLM-only (BERT) baseline."""
-  config = checkpointing_test.tiny_config(
+  config = testing.tiny_config(
       str(tmp_path_factory.mktemp("data")), steps=2)
   config.objective.electra_objective = False
   workdir = tmp_path_factory.mktemp("mlm_only")
@@ -240,19 +191,19 @@ def test_mlm_only_run_restores_its_generator_encoder(tmp_path, mlm_only_run,
   # run's size has: same names, same shapes.
   ids = np.ones((1, 8), np.int32)
   disc = jax.eval_shape(lambda: nn.unbox(model_lib.ElectraDiscriminator(
-      model_lib.discriminator_config(config)).init(
+      train_lib.discriminator_config(config, config.model.vocab_size)).init(
           jax.random.key(0), ids)))["params"]
   assert (jax.tree.map(lambda x: x.shape, saved["generator"]["encoder"])
           == jax.tree.map(lambda x: x.shape, disc["discriminator"]["encoder"]))
 
-  ft = finetune_config("task=classification")
+  ft = testing.finetune_config("task=classification")
   ft.init_from = str(mlm_only_run)
   ft.data.labels = "neg,pos"
   with caplog.at_level(logging.INFO):
     task = restore.resolve(ft)
   assert sum("MLM-only run" in r.getMessage() for r in caplog.records) == 1
   _assert_generator_encoder(task.pretrained, saved)
-  run_cfg = model_lib.discriminator_config(config)
+  run_cfg = train_lib.discriminator_config(config, config.model.vocab_size)
   for name in restore.ARCHITECTURE:
     assert getattr(task.cfg, name) == getattr(run_cfg, name), name
   assert task.config.tokenizer == pretrained.tokenizer_path(
@@ -270,14 +221,11 @@ def test_mlm_only_run_restores_its_generator_encoder(tmp_path, mlm_only_run,
 
 
 def test_mlm_only_run_fine_tunes(tmp_path, mlm_only_run):
-  # pylint: disable=protected-access
-  # Imported here, not at the top: that module imports this one.
-  e2e = importlib.import_module("tests.finetune_train_test")
-  train = e2e._write_csv(tmp_path / "train.csv", ["id", "text", "label"],
-                         e2e._classification_rows(0, 32))
-  config = e2e._config("classification", str(mlm_only_run),
-                       num_train_epochs=1,
-                       **{"data.train_file": train, "data.eval_file": train})
+  train = testing.write_csv(tmp_path / "train.csv", ["id", "text", "label"],
+                            testing.classification_rows(0, 32))
+  config = testing.finetune_run_config(
+      "classification", str(mlm_only_run), num_train_epochs=1,
+      **{"data.train_file": train, "data.eval_file": train})
   results = ft_train.train_and_evaluate(config, str(tmp_path / "work"))
   assert results["num_train_steps"] == 2
   assert np.isfinite(results["trials"][0]["best"]["accuracy"])
@@ -289,8 +237,8 @@ def test_no_encoder_to_fine_tune_is_a_clear_error(tmp_path, mlm_only_run,
   workdir = tmp_path / "run"
   workdir.mkdir()
   shutil.copy(mlm_only_run / "config.json", workdir)
-  shutil.copytree(mlm_only_run / pretrained.TOKENIZER_DIR,
-                  workdir / pretrained.TOKENIZER_DIR)
+  shutil.copytree(mlm_only_run / input_pipeline.TOKENIZER_DIR,
+                  workdir / input_pipeline.TOKENIZER_DIR)
   with pytest.raises(FileNotFoundError,
                      match="no checkpoints/, so neither a discriminator nor "
                      "an MLM-only generator"):

@@ -4,9 +4,9 @@ windows, the no-answer threshold, and the official EM/F1."""
 import numpy as np
 import pytest
 
-from electra_jax import tokenization
+from electra_jax.data import tokenization
 from electra_jax.finetune import squad
-from tests import finetune_restore_test as fixtures
+from tests import testing
 
 # 20 context words w10..w29; the answer "w21 w22" is words 11-12.
 CONTEXT = " ".join(f"w{i}" for i in range(10, 30))
@@ -19,7 +19,7 @@ KW = dict(max_seq_length=12, max_query_length=4, doc_stride=3)
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
   return tokenization.load_tokenizer(
-      fixtures.write_vocab(str(tmp_path_factory.mktemp("vocab"))))
+      testing.write_vocab(str(tmp_path_factory.mktemp("vocab"))))
 
 
 def test_split_words():

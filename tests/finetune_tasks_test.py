@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from electra_jax.finetune import data
 from electra_jax.finetune import squad
 from electra_jax.finetune import tasks
-from tests import finetune_restore_test as fixtures
+from tests import testing
 
 
 def _write(path, text):
@@ -23,10 +23,18 @@ def _write(path, text):
 
 
 def _config(task, **data_fields):
-  config = fixtures.finetune_config(f"task={task}")
+  config = testing.finetune_config(f"task={task}")
   for key, value in data_fields.items():
     setattr(config.data, key, value)
   return config
+
+
+def _data(config):
+  return data.DataConfig(**config.data)
+
+
+def _data_config(task, **data_fields):
+  return _data(_config(task, **data_fields))
 
 
 def test_csv_tsv_and_jsonl_pairs(tmp_path):
@@ -37,12 +45,12 @@ def test_csv_tsv_and_jsonl_pairs(tmp_path):
   for path in (csv_file, tsv_file, jsonl_file):
     config = _config("classification", source="files", train_file=path,
                      text_columns="q, p", label_column="y")
-    examples = data.read_examples(config, tasks.get_task(config.task),
+    examples = data.read_examples(_data(config), tasks.get_task(config.task),
                                   "train")
     assert examples[0].label == "yes" and len(examples[0].texts) == 2
   assert examples[0].id == "e7"  # From the id column, when there is one.
   csv_examples = data.read_examples(
-      _config("classification", source="files", train_file=csv_file,
+      _data_config("classification", source="files", train_file=csv_file,
               text_columns="q,p", label_column="y"),
       tasks.get_task("classification"), "train")
   assert csv_examples[0].texts == ("one, two", "three")
@@ -56,30 +64,31 @@ def test_bad_column_lists_the_columns_found(tmp_path, suffix, text):
   path = _write(tmp_path / f"train.{suffix}", text)
   config = _config("classification", source="files", train_file=path)
   with pytest.raises(ValueError) as e:
-    data.read_examples(config, tasks.get_task("classification"), "train")
+    data.read_examples(_data(config), tasks.get_task("classification"), "train")
   message = str(e.value)
   assert "'text'" in message and "columns found: sentence, label" in message
   assert path in message and "--config.data.text_columns" in message
   config.data.text_columns, config.data.label_column = "sentence", "stars"
   with pytest.raises(ValueError, match="'stars'.*sentence, label"):
-    data.read_examples(config, tasks.get_task("classification"), "train")
+    data.read_examples(_data(config), tasks.get_task("classification"), "train")
 
 
 def test_tagging_conll_and_jsonl_qa(tmp_path):
   conll = _write(tmp_path / "t.conll", "-DOCSTART- O\n\nw1 B-X\nw2 I-X\n\n"
                  "w3 O\n")
   config = _config("tagging", train_file=conll)
-  examples = data.read_examples(config, tasks.get_task("tagging"), "train")
+  examples = data.read_examples(_data(config), tasks.get_task("tagging"),
+                                "train")
   assert [(e.words, e.tags) for e in examples] == [
       (("w1", "w2"), ("B-X", "I-X")), (("w3",), ("O",))]
-  assert data.label_names(config, tasks.get_task("tagging"), examples) == [
-      "B-X", "I-X", "O"]
+  assert data.label_names(_data(config), tasks.get_task("tagging"),
+                          examples) == ["B-X", "I-X", "O"]
   qa = _write(tmp_path / "qa.jsonl", "\n".join(json.dumps(r) for r in [
       {"id": "1", "question": "q?", "context": "a b c",
        "answers": [{"text": "b", "answer_start": 2}]},
       {"id": "2", "question": "q?", "context": "a b c",
        "answers": {"text": [], "answer_start": []}}]))
-  examples = data.read_examples(_config("qa", train_file=qa),
+  examples = data.read_examples(_data_config("qa", train_file=qa),
                                 tasks.get_task("qa"), "train")
   assert examples[0].answers == ("b",) and examples[0].answer_starts == (2,)
   assert examples[1].is_impossible and not examples[1].answers
@@ -89,20 +98,22 @@ def test_labels_from_config_and_unknown_labels(tmp_path):
   path = _write(tmp_path / "t.csv", "text,label\na,pos\nb,neg\nc,pos\n")
   config = _config("classification", train_file=path)
   spec = tasks.get_task("classification")
-  examples = data.read_examples(config, spec, "train")
-  assert data.label_names(config, spec, examples) == ["neg", "pos"]
+  examples = data.read_examples(_data(config), spec, "train")
+  assert data.label_names(_data(config), spec, examples) == ["neg", "pos"]
   config.data.labels = "pos,neg,neutral"
-  assert data.label_names(config, spec, examples) == ["pos", "neg",
-                                                      "neutral"]
+  assert data.label_names(_data(config), spec, examples) == [
+      "pos", "neg", "neutral"]
   config.data.labels = "neg"
   tok = tokenization_fixture(tmp_path)
   with pytest.raises(ValueError, match="not among the task's labels"):
-    data.featurize(config, spec, ["neg"], tok, examples, training=True)
+    data.featurize(_data(config), config.max_seq_length, spec, ["neg"], tok,
+                   examples, training=True)
 
 
 def tokenization_fixture(tmp_path):
-  from electra_jax import tokenization  # pylint: disable=g-import-not-at-top
-  return tokenization.load_tokenizer(fixtures.write_vocab(str(tmp_path)))
+  # pylint: disable-next=g-import-not-at-top
+  from electra_jax.data import tokenization
+  return tokenization.load_tokenizer(testing.write_vocab(str(tmp_path)))
 
 
 def _fake_download(raw_dir):
@@ -154,19 +165,20 @@ def tfds_dir(tmp_path_factory):
 def test_tfds_glue_from_a_local_data_dir(tfds_dir):
   config = _config("sst2", tfds_data_dir=tfds_dir, eval_split="validation")
   spec = tasks.get_task("sst2")
-  examples = data.read_examples(config, spec, "eval")
+  examples = data.read_examples(_data(config), spec, "eval")
   assert sorted((e.texts, e.label) for e in examples) == [
       (("bad w11",), "negative"), (("good w10",), "positive")]
-  assert data.label_names(config, spec, examples) == ["negative", "positive"]
+  assert data.label_names(_data(config), spec, examples) == [
+      "negative", "positive"]
   config = _config("stsb", tfds_data_dir=tfds_dir)
-  examples = data.read_examples(config, tasks.get_task("stsb"), "train")
+  examples = data.read_examples(_data(config), tasks.get_task("stsb"), "train")
   assert sorted((e.texts, e.label) for e in examples) == [
       (("a w1", "b w2"), 4.5), (("c", "d"), 0.25)]
 
 
 def test_tfds_squad_v2_from_a_local_data_dir(tfds_dir):
   config = _config("squad2", tfds_data_dir=tfds_dir)
-  examples = data.read_examples(config, tasks.get_task("squad2"), "eval")
+  examples = data.read_examples(_data(config), tasks.get_task("squad2"), "eval")
   by_id = {e.id: e for e in examples}
   assert by_id["dev1"].answers == ("the cat", "cat")
   assert by_id["dev1"].answer_starts == (0, 4)
@@ -185,7 +197,7 @@ def test_tfds_mock_data(task):
   spec = tasks.get_task(task)
   config = _config(task)
   with tfds.testing.mock_data(num_examples=6):
-    examples = data.read_examples(config, spec, "eval")
+    examples = data.read_examples(_data(config), spec, "eval")
   assert len(examples) == 6
   if spec.kind == "qa":
     assert all(isinstance(e.context, str) for e in examples)
@@ -201,14 +213,14 @@ def test_column_count_and_tag_length_errors(tmp_path):
                 '"answers": []}\n')
   config = _config("qa", train_file=path, text_columns="question")
   with pytest.raises(ValueError, match="reads 2 text column"):
-    data.read_examples(config, tasks.get_task("qa"), "train")
+    data.read_examples(_data(config), tasks.get_task("qa"), "train")
   path = _write(tmp_path / "t.jsonl", '{"tokens": ["a", "b"], "tags": ["O"]}'
                 '\n')
   with pytest.raises(ValueError, match="2 tokens but 1 tags"):
-    data.read_examples(_config("tagging", train_file=path),
+    data.read_examples(_data_config("tagging", train_file=path),
                        tasks.get_task("tagging"), "train")
   path = _write(tmp_path / "r.jsonl", '{"text": "a", "label": "x"}\n'
                 '{"txt": "b", "label": "y"}\n')
   with pytest.raises(ValueError, match=r"\(row 2\).*'text'.*txt, label"):
-    data.read_examples(_config("classification", train_file=path),
+    data.read_examples(_data_config("classification", train_file=path),
                        tasks.get_task("classification"), "train")

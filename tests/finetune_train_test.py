@@ -2,7 +2,6 @@
 learnable synthetic tasks (classification, QA spans, regression, tagging),
 and the CLI trains from a local CSV in a subprocess, then predicts."""
 
-import csv
 import json
 import os
 import subprocess
@@ -11,23 +10,9 @@ import sys
 import numpy as np
 
 from electra_jax.finetune import train as ft_train
-from tests import finetune_restore_test as fixtures
-from tests.finetune_restore_test import fast_compiles  # pylint: disable=W0611
-from tests.finetune_restore_test import hf_dir  # pylint: disable=unused-import
-
-ROOT = fixtures.ROOT
-
-
-def _words(rng, n, low=20, high=90):
-  return [f"w{i}" for i in rng.integers(low, high, n)]
-
-
-def _write_csv(path, header, rows):
-  with open(path, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    writer.writerows(rows)
-  return str(path)
+from tests import testing
+from tests.testing import fast_compiles  # pylint: disable=W0611
+from tests.testing import hf_dir  # pylint: disable=unused-import
 
 
 def _write_jsonl(path, rows):
@@ -36,40 +21,14 @@ def _write_jsonl(path, rows):
   return str(path)
 
 
-def _classification_rows(seed, n):
-  """Positive iff the sentence holds w2 or w3."""
-  rng = np.random.default_rng(seed)
-  rows = []
-  for i in range(n):
-    words, label = _words(rng, rng.integers(4, 10)), int(rng.integers(0, 2))
-    if label:
-      words[rng.integers(0, len(words))] = f"w{rng.integers(2, 4)}"
-    rows.append([f"ex{i}", " ".join(words), ["neg", "pos"][label]])
-  return rows
-
-
-def _config(task, init_from, **fields):
-  config = fixtures.finetune_config(f"task={task}")
-  config.init_from = init_from
-  config.max_seq_length, config.batch_size, config.eval_batch_size = 16, 16, 32
-  config.optimizer.learning_rate = 2e-3
-  config.log_every_steps = 50
-  for key, value in fields.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return config
-
-
 def test_classification_learns(tmp_path, hf_dir):
-  train = _write_csv(tmp_path / "train.csv", ["id", "text", "label"],
-                     _classification_rows(0, 256))
-  dev = _write_csv(tmp_path / "dev.csv", ["id", "text", "label"],
-                   _classification_rows(1, 64))
-  config = _config("classification", hf_dir, num_train_epochs=6,
-                   **{"data.train_file": train, "data.eval_file": dev})
+  train = testing.write_csv(tmp_path / "train.csv", ["id", "text", "label"],
+                            testing.classification_rows(0, 256))
+  dev = testing.write_csv(tmp_path / "dev.csv", ["id", "text", "label"],
+                          testing.classification_rows(1, 64))
+  config = testing.finetune_run_config(
+      "classification", hf_dir, num_train_epochs=6,
+      **{"data.train_file": train, "data.eval_file": dev})
   results = ft_train.train_and_evaluate(config, str(tmp_path / "work"))
   trial = results["trials"][0]
   assert trial["best"]["accuracy"] >= 0.95, trial["evals"]
@@ -83,7 +42,7 @@ def _qa_rows(seed, n):
   rng = np.random.default_rng(seed)
   rows = []
   for i in range(n):
-    words = _words(rng, rng.integers(16, 49))
+    words = testing.random_words(rng, rng.integers(16, 49))
     answer = f"w5 w{rng.integers(10, 20)}"
     at = int(rng.integers(0, len(words) - 1))
     context = " ".join(words[:at] + [answer] + words[at + 2:])
@@ -96,9 +55,10 @@ def _qa_rows(seed, n):
 def test_qa_spans_learn_high_exact_match(tmp_path, hf_dir):
   train = _write_jsonl(tmp_path / "train.jsonl", _qa_rows(0, 256))
   dev = _write_jsonl(tmp_path / "dev.jsonl", _qa_rows(1, 48))
-  config = _config("qa", hf_dir, num_train_epochs=2, max_seq_length=32,
-                   **{"data.train_file": train, "data.eval_file": dev,
-                      "data.doc_stride": 8, "data.max_query_length": 4})
+  config = testing.finetune_run_config(
+      "qa", hf_dir, num_train_epochs=2, max_seq_length=32,
+      **{"data.train_file": train, "data.eval_file": dev,
+         "data.doc_stride": 8, "data.max_query_length": 4})
   results = ft_train.train_and_evaluate(config, str(tmp_path / "work"))
   best = results["trials"][0]["best"]
   assert results["num_train_steps"] > 2 * 256 // 16  # Several windows.
@@ -110,15 +70,16 @@ def test_regression_and_tagging_run(tmp_path, hf_dir):
   rng = np.random.default_rng(0)
   rows = []
   for _ in range(192):  # Score: how many of the words are w2.
-    words = _words(rng, 6)
+    words = testing.random_words(rng, 6)
     k = int(rng.integers(0, 4))
     words[:k] = ["w2"] * k
     rng.shuffle(words)
     rows.append([" ".join(words), float(k)])
-  train = _write_csv(tmp_path / "r.csv", ["text", "label"], rows[:160])
-  dev = _write_csv(tmp_path / "rd.csv", ["text", "label"], rows[160:])
-  config = _config("regression", hf_dir, num_train_epochs=4,
-                   **{"data.train_file": train, "data.eval_file": dev})
+  train = testing.write_csv(tmp_path / "r.csv", ["text", "label"], rows[:160])
+  dev = testing.write_csv(tmp_path / "rd.csv", ["text", "label"], rows[160:])
+  config = testing.finetune_run_config(
+      "regression", hf_dir, num_train_epochs=4,
+      **{"data.train_file": train, "data.eval_file": dev})
   best = ft_train.train_and_evaluate(
       config, str(tmp_path / "reg"))["trials"][0]["best"]
   assert best["pearson"] > 0.8 and best["spearman"] > 0.7, best
@@ -126,29 +87,29 @@ def test_regression_and_tagging_run(tmp_path, hf_dir):
   def tagged(n):  # w10..w19 are entities ("B-E"), everything else "O".
     out = []
     for _ in range(n):
-      words = _words(rng, 8, 10, 60)
+      words = testing.random_words(rng, 8, 10, 60)
       out.append({"tokens": words, "tags": [
           "B-E" if int(w[1:]) < 20 else "O" for w in words]})
     return out
-  config = _config("tagging", hf_dir, num_train_epochs=3,
-                   **{"data.train_file": _write_jsonl(tmp_path / "t.jsonl",
-                                                      tagged(128)),
-                      "data.eval_file": _write_jsonl(tmp_path / "td.jsonl",
-                                                     tagged(32))})
+  config = testing.finetune_run_config(
+      "tagging", hf_dir, num_train_epochs=3,
+      **{"data.train_file": _write_jsonl(tmp_path / "t.jsonl", tagged(128)),
+         "data.eval_file": _write_jsonl(tmp_path / "td.jsonl", tagged(32))})
   best = ft_train.train_and_evaluate(
       config, str(tmp_path / "tag"))["trials"][0]["best"]
   assert best["f1"] > 0.8 and best["accuracy"] > 0.9, best
 
 
 def test_cli_end_to_end_then_predict(tmp_path, hf_dir):
-  rows = _classification_rows(2, 48)
-  train = _write_csv(tmp_path / "train.csv", ["id", "text", "label"], rows)
-  dev = _write_csv(tmp_path / "dev.csv", ["id", "text", "label"], rows[:16])
-  unlabeled = _write_csv(tmp_path / "test.csv", ["id", "text"],
-                         [[r[0], r[1]] for r in rows[:5]])
+  rows = testing.classification_rows(2, 48)
+  header = ["id", "text", "label"]
+  train = testing.write_csv(tmp_path / "train.csv", header, rows)
+  dev = testing.write_csv(tmp_path / "dev.csv", header, rows[:16])
+  unlabeled = testing.write_csv(tmp_path / "test.csv", ["id", "text"],
+                                [[r[0], r[1]] for r in rows[:5]])
   workdir = str(tmp_path / "work")
   env = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
-         "PYTHONPATH": ROOT}
+         "PYTHONPATH": testing.ROOT}
   cmd = [sys.executable, "-m", "electra_jax.finetune",
          "--config=configs/finetune.py:task=classification",
          f"--workdir={workdir}", f"--config.init_from={hf_dir}",
@@ -158,7 +119,7 @@ def test_cli_end_to_end_then_predict(tmp_path, hf_dir):
          "--config.num_train_epochs=1", "--config.num_trials=2",
          "--config.max_seq_length=16", "--config.batch_size=16",
          "--config.eval_batch_size=16", "--config.head=transformers"]
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+  proc = subprocess.run(cmd, cwd=testing.ROOT, env=env, capture_output=True,
                         text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(workdir, "results.json")) as f:
@@ -177,7 +138,7 @@ def test_cli_end_to_end_then_predict(tmp_path, hf_dir):
   assert all(p["label"] in ("neg", "pos") for p in written)
   # Predict mode, in process, from the workdir alone (no init_from).
   os.remove(os.path.join(workdir, "predictions.jsonl"))
-  config = fixtures.finetune_config("task=classification")
+  config = testing.finetune_config("task=classification")
   config.mode = "predict"  # The head style comes from the workdir.
   config.max_seq_length, config.eval_batch_size = 16, 16
   config.data.predict_file = unlabeled

@@ -5,7 +5,7 @@ import logging
 from electra_jax import health
 from electra_jax import loop
 from electra_jax import plot
-from tests import checkpointing_test
+from tests import testing
 
 _KW = dict(num_warmup_steps=100, min_auc=0.55, min_logit_std=0.05)
 
@@ -27,7 +27,7 @@ def test_collapse_needs_chance_auc_or_flat_logits_after_warmup():
 def test_a_run_made_to_collapse_is_reported(tmp_path, caplog):
   # With a learning rate of 0 the discriminator never leaves its init: the
   # same near-constant logit for every token, chance AUC.
-  config = checkpointing_test.tiny_config(str(tmp_path / "data"), steps=4)
+  config = testing.tiny_config(str(tmp_path / "data"), steps=4)
   config.optimizer.learning_rate = 0.0
   config.optimizer.num_warmup_steps = 1
   config.eval.every_steps = 2
@@ -59,9 +59,12 @@ def test_summary_says_what_the_final_eval_means():
 def test_unigram_distribution_of_the_eval_split(tmp_path):
   # Frequencies of ordinary tokens only; specials and unseen ids never drawn.
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from electra_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  config = checkpointing_test.tiny_config(str(tmp_path / "data"))
-  data_dir = input_pipeline.prepare_data(config, str(tmp_path))
+  # pylint: disable=g-import-not-at-top
+  from electra_jax import loop
+  from electra_jax.data import input_pipeline
+  # pylint: enable=g-import-not-at-top
+  config = testing.tiny_config(str(tmp_path / "data"))
+  data_dir, _ = loop.prepare_data(config)
   meta = input_pipeline.load_metadata(data_dir)
   specials = tuple(meta[k] for k in ("pad_id", "cls_id", "sep_id", "mask_id"))
   logp = input_pipeline.eval_unigram_log_probs(

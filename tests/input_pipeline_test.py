@@ -1,57 +1,24 @@
-"""Tests for input_pipeline.py: batches, order, resume, processes, eval."""
+"""Tests for data/input_pipeline.py: batches, order, resume, eval, spec."""
 
 import json
 import os
+import re
+import subprocess
+import sys
 import time
 
-from array_record.python import array_record_module
 import numpy as np
 import pytest
 
-from electra_jax import default_corpus
 from electra_jax import defaults
-from electra_jax import input_pipeline
-from electra_jax import packing
+from electra_jax import loop
+from electra_jax.data import default_corpus
+from electra_jax.data import input_pipeline
+from electra_jax.data import spec as data_spec
+from tests import testing
+from tests.testing import CLS, L, PAD, SEP  # write_dataset's ids, length.
 
-PAD, CLS, SEP, L = 0, 2, 3, 16
-
-
-def _example(i):
-  """Example i: [CLS] i+10 (x a) [SEP] (i+10 (x b) [SEP]), lengths vary."""
-  a, b = 1 + i % 5, i % 3
-  ids = [CLS] + [i + 10] * a + [SEP]
-  if b:
-    ids += [i + 10] * b + [SEP]
-  return ids, a + 2
-
-
-def _write_dataset(path, num_train, num_eval, files=3):
-  """Writes a dataset whose example i is `_example(i)`."""
-  os.makedirs(path, exist_ok=True)
-  dtype = packing.record_dtype(1000)
-  metadata = {"vocab_size": 1000, "pad_id": PAD, "unk_id": 1, "cls_id": CLS,
-              "sep_id": SEP, "mask_id": 4, "max_seq_length": L,
-              "num_train_examples": num_train, "num_eval_examples": num_eval,
-              "tokenizer": "tokenizer.model", "tokenizer_sha256": "0" * 64,
-              "record_dtype": dtype.name}
-  for split, count, offset in (("train", num_train, 0),
-                               ("eval", num_eval, 500)):
-    metadata[f"{split}_files"] = []
-    bounds = np.linspace(0, count, files + 1).astype(int)
-    for k in range(files):
-      if bounds[k] == bounds[k + 1]:
-        continue
-      name = f"{split}-{k:05d}-of-{files:05d}.array_record"
-      writer = array_record_module.ArrayRecordWriter(
-          os.path.join(path, name), "group_size:1")
-      for i in range(bounds[k], bounds[k + 1]):
-        writer.write(packing.encode_record(*_example(i + offset), dtype))
-      writer.close()
-      metadata[f"{split}_files"].append(
-          {"path": name, "num_examples": int(bounds[k + 1] - bounds[k])})
-  with open(os.path.join(path, "metadata.json"), "w") as f:
-    json.dump(metadata, f)
-  return str(path)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _ids(batch):
@@ -72,7 +39,7 @@ def _take(it, n):
 
 @pytest.fixture(name="data")
 def _data(tmp_path):
-  return _write_dataset(tmp_path / "data", num_train=20, num_eval=6)
+  return testing.write_dataset(tmp_path / "data", num_train=20, num_eval=6)
 
 
 def test_batch_contents(data):
@@ -82,7 +49,7 @@ def test_batch_contents(data):
     assert value.shape == (8, L) and value.dtype == np.int32
   for row in range(8):
     i = _ids(batch)[row]
-    ids, n_a = _example(i)
+    ids, n_a = testing.example(i)
     expected = ids + [PAD] * (L - len(ids))
     assert batch["input_ids"][row].tolist() == expected
     assert batch["input_mask"][row].tolist() == [1] * len(ids) + [0] * (
@@ -101,7 +68,7 @@ def test_epochs_are_reshuffled_permutations(data):
 
 
 def test_batches_straddle_epochs(tmp_path):
-  data = _write_dataset(tmp_path / "d", num_train=10, num_eval=1)
+  data = testing.write_dataset(tmp_path / "d", num_train=10, num_eval=1)
   stream = sum(_take(_train(data, batch_size=4), 5), [])
   assert sorted(stream[:10]) == sorted(stream[10:]) == list(range(10))
 
@@ -182,7 +149,7 @@ def test_eval_is_fixed_and_padded(data):
 
 
 def test_empty_eval_split(tmp_path):
-  data = _write_dataset(tmp_path / "d", num_train=8, num_eval=0)
+  data = testing.write_dataset(tmp_path / "d", num_train=8, num_eval=0)
   with pytest.raises(ValueError, match="has no eval examples; preprocess "
                      "with a larger --eval_fraction"):
     input_pipeline.make_eval_iterator(
@@ -197,30 +164,79 @@ def test_incomplete_dataset_refused(tmp_path, data):
   config = defaults.get_config()
   config.input.data_dir = data
   with pytest.raises(ValueError, match="preprocessing did not finish"):
-    input_pipeline.prepare_data(config, str(tmp_path))
+    loop.prepare_data(config)
 
 
-def test_config_checks(data, tmp_path):
+def test_config_checks(data):
+  """The run config must fit the data; the data's facts come back as a
+  `DataSpec` and the config is never changed."""
   config = defaults.get_config()
   config.input.data_dir = data
-  assert input_pipeline.prepare_data(config, str(tmp_path)) == data
-  metadata = input_pipeline.load_metadata(data)
-  with pytest.raises(ValueError, match=r"pass --config.model.vocab_size=1000"):
-    input_pipeline.check_config(config, metadata)
-  config.model.vocab_size = 1000
+  config.model.vocab_size = 999
+  with pytest.raises(ValueError, match=r"pass --config.model.vocab_size=1000"
+                     r" \(or 0 to take the tokenizer's\)"):
+    loop.prepare_data(config)
+  config.model.vocab_size = 0  # The default: the tokenizer's.
   with pytest.raises(ValueError,
                      match=r"pass --config.input.max_seq_length=16"):
-    input_pipeline.check_config(config, metadata)
+    loop.prepare_data(config)
   config.input.max_seq_length = L
-  input_pipeline.check_config(config, metadata)
-  input_pipeline.apply_metadata(config, metadata)
-  assert (config.input.pad_id, config.input.cls_id, config.input.sep_id,
-          config.input.mask_id) == (PAD, CLS, SEP, 4)
+  before = config.to_json()
+  data_dir, spec = loop.prepare_data(config)
+  assert data_dir == data and config.to_json() == before
+  assert spec == data_spec.DataSpec(vocab_size=1000, pad_id=PAD, cls_id=CLS,
+                                    sep_id=SEP, mask_id=4, max_seq_length=L)
+  record = loop.run_record(config, spec)  # What config.json holds.
+  assert record["model"]["vocab_size"] == 1000
+  assert [record["input"][k] for k in ("pad_id", "cls_id", "sep_id",
+                                       "mask_id")] == [PAD, CLS, SEP, 4]
+  config.model.vocab_size = 1000  # Naming the right size is fine too.
+  assert loop.prepare_data(config)[1] == spec
 
 
-def test_benchmark(data, capsys):
-  assert input_pipeline.benchmark(data, batch_size=4, seconds=0.2) > 0
-  assert "batches/s of 4 x 16" in capsys.readouterr().out
+def test_other_record_format_refused(data):
+  path = os.path.join(data, "metadata.json")
+  with open(path) as f:
+    metadata = json.load(f)
+  metadata["record_format"] = "ids_v0"
+  with open(path, "w") as f:
+    json.dump(metadata, f)
+  with pytest.raises(ValueError, match=(
+      f"^{re.escape(path)}: record_format is 'ids_v0', but this version "
+      r"reads 'ids_v1'; re-run preprocessing \(python -m "
+      r"electra_jax.preprocess\) into a new --output_dir.$")):
+    _train(data)
+  del metadata["record_format"]  # Every dataset written so far has one.
+  with open(path, "w") as f:
+    json.dump(metadata, f)
+  with pytest.raises(ValueError, match="record_format is missing"):
+    input_pipeline.load_data_spec(data)
+
+
+def test_data_spec(data):
+  spec = input_pipeline.load_data_spec(data)
+  assert spec == data_spec.DataSpec(
+      vocab_size=1000, pad_id=PAD, cls_id=CLS, sep_id=SEP, mask_id=4,
+      max_seq_length=L)
+  assert spec.special_ids == (CLS, SEP, 4)
+  metadata = input_pipeline.load_metadata(data)
+  assert data_spec.DataSpec.from_metadata(metadata) == spec
+  with pytest.raises(ValueError, match=r"lacks \['mask_id'\]"):
+    data_spec.DataSpec.from_metadata(
+        {k: v for k, v in metadata.items() if k != "mask_id"})
+  with pytest.raises(ValueError, match="must be distinct ids below"):
+    data_spec.DataSpec.from_metadata({**metadata, "mask_id": SEP})
+  with pytest.raises(ValueError, match="vocab_size=1000"):
+    data_spec.DataSpec.from_metadata({**metadata, "mask_id": 1000})
+
+
+def test_benchmark_script(data):
+  result = subprocess.run(
+      [sys.executable, "benchmarks/input_pipeline.py", f"--data_dir={data}",
+       "--batch_size=4", "--seconds=0.2"],
+      cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+  assert result.returncode == 0, result.stderr
+  assert "batches/s of 4 x 16" in result.stdout
 
 
 def test_prepare_default_corpus(tmp_path):
@@ -230,7 +246,7 @@ def test_prepare_default_corpus(tmp_path):
   config.input.default_corpus_bytes = 300_000
   config.input.default_vocab_size = 1000
   config.input.default_data_cache = str(tmp_path / "cache")
-  data_dir = input_pipeline.prepare_data(config, str(tmp_path / "work"))
+  data_dir, _ = loop.prepare_data(config)
   assert data_dir.startswith(str(tmp_path / "cache"))
   metadata = input_pipeline.load_metadata(data_dir)
   assert metadata["vocab_size"] == 1000
@@ -245,7 +261,7 @@ def test_prepare_default_corpus(tmp_path):
   assert (batch["input_ids"][:, 0] == metadata["cls_id"]).all()
   assert batch["input_mask"].sum(axis=1).min() > 5
   start = time.time()
-  assert input_pipeline.prepare_data(config, str(tmp_path / "w2")) == data_dir
+  assert loop.prepare_data(config)[0] == data_dir
   assert time.time() - start < 1.0  # Cached: not rebuilt.
 
 

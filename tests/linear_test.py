@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from electra_jax import linear as linear_lib
-from electra_jax import model as model_lib
+from electra_jax.nn import linear as linear_lib
+from electra_jax.nn import stack
 
 
 def _reference(x, kernel):
@@ -71,7 +71,7 @@ def test_dot_remat_policies_keep_linear_outputs(policy, capsys):
     return jnp.tanh(linear_lib.linear(h, k2)).sum()
 
   jax.ad_checkpoint.print_saved_residuals(
-      jax.checkpoint(f, policy=model_lib.REMAT_POLICIES[policy]), x, k1, k2)
+      jax.checkpoint(f, policy=stack.REMAT_POLICIES[policy]), x, k1, k2)
   kept = sorted(line.split()[0] for line in capsys.readouterr().out.splitlines()
                 if "named 'linear'" in line)
   assert kept == ["f32[4,16]", "f32[4,8]"]

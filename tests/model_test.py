@@ -2,8 +2,6 @@
 
 import collections
 import functools
-import importlib.util
-import os
 import re
 
 from flax import traverse_util
@@ -14,16 +12,12 @@ import numpy as np
 import pytest
 
 from electra_jax import model as model_lib
+from electra_jax import train as train_lib
+from electra_jax.nn import attention as attention_lib
+from electra_jax.nn import dropout as dropout_lib
+from tests import testing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(name):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+BERT_VOCAB = 30522  # The presets' reference vocabulary (uncased WordPiece).
 
 
 def _count(module, *args):
@@ -34,29 +28,31 @@ def _count(module, *args):
 @pytest.mark.parametrize("name,millions", [("small", 13.5), ("base", 110),
                                            ("large", 335)])
 def test_discriminator_preset_sizes(name, millions):
-  cfg = model_lib.discriminator_config(load_config(name))
+  cfg = train_lib.discriminator_config(testing.load_config(name), BERT_VOCAB)
   n = _count(model_lib.ElectraDiscriminator(cfg), jnp.zeros((1, 8), jnp.int32))
   assert abs(n / 1e6 - millions) / millions < 0.01, n
 
 
 def test_generator_sizes_follow_the_reference():
-  small = model_lib.generator_config(load_config("small"))
+  small = train_lib.generator_config(testing.load_config("small"), BERT_VOCAB)
   assert (small.hidden_size, small.num_attention_heads,
           small.intermediate_size, small.num_hidden_layers) == (64, 1, 256, 12)
-  base = model_lib.generator_config(load_config("base"))
+  base = train_lib.generator_config(testing.load_config("base"), BERT_VOCAB)
   assert (base.hidden_size, base.num_attention_heads,
           base.intermediate_size, base.embedding_size) == (256, 4, 1024, 768)
-  plus = model_lib.generator_config(load_config("small_plus"))
+  plus = train_lib.generator_config(testing.load_config("small_plus"),
+                                   BERT_VOCAB)
   assert plus.hidden_size == 256 and plus.embedding_size == 128
-  mlm = load_config("small")
+  mlm = testing.load_config("small")
   mlm.objective.electra_objective = False
-  assert model_lib.generator_config(mlm) == model_lib.discriminator_config(mlm)
+  assert (train_lib.generator_config(mlm, BERT_VOCAB)
+          == train_lib.discriminator_config(mlm, BERT_VOCAB))
 
 
 def _tiny_pretraining():
-  config = load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = 101
-  model = model_lib.pretraining_model(config)
+  model = train_lib.pretraining_model(config, config.model.vocab_size)
   ids = jnp.ones((2, 16), jnp.int32)
   pos = jnp.zeros((2, 3), jnp.int32)
   return model, (ids, ids, jnp.zeros_like(ids), pos)
@@ -101,10 +97,10 @@ def test_every_param_has_logical_axis_names():
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
-  config = load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = 101
   config.model.dtype = "bfloat16"
-  model = model_lib.pretraining_model(config)
+  model = train_lib.pretraining_model(config, config.model.vocab_size)
   ids = jnp.ones((2, 16), jnp.int32)
   pos = jnp.zeros((2, 3), jnp.int32)
   variables = model.init(jax.random.key(0), ids, ids, ids, pos)
@@ -142,10 +138,10 @@ def test_bfloat16_embedding_gradients_accumulate_in_float32():
 
 
 def test_untied_generator_embeddings_and_mlm_only():
-  config = load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = 101
   config.generator.untied_generator_embeddings = True
-  model = model_lib.pretraining_model(config)
+  model = train_lib.pretraining_model(config, config.model.vocab_size)
   ids = jnp.ones((2, 16), jnp.int32)
   pos = jnp.zeros((2, 3), jnp.int32)
   params = model.init(jax.random.key(0), ids, ids, ids, pos)["params"]
@@ -153,15 +149,15 @@ def test_untied_generator_embeddings_and_mlm_only():
       "embedding"].value.shape == (101, 32)  # Generator width: 0.5 * 64.
   config.generator.untied_generator_embeddings = False
   config.objective.electra_objective = False
-  params = model_lib.pretraining_model(config).init(
+  params = train_lib.pretraining_model(config, config.model.vocab_size).init(
       jax.random.key(0), ids, ids, ids, pos)["params"]
   assert set(params) == {"embeddings", "generator"}
 
 
 def test_padding_does_not_change_unpadded_outputs():
-  config = load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = 101
-  cfg = model_lib.discriminator_config(config)
+  cfg = train_lib.discriminator_config(config, config.model.vocab_size)
   module = model_lib.ElectraDiscriminator(cfg)
   ids = jax.random.randint(jax.random.key(1), (1, 10), 1, 101)
   params = module.init(jax.random.key(0), ids)["params"]
@@ -173,10 +169,10 @@ def test_padding_does_not_change_unpadded_outputs():
 
 
 def test_dropout_is_active_only_when_not_deterministic():
-  config = load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = 101
   module = model_lib.ElectraDiscriminator(
-      model_lib.discriminator_config(config))
+      train_lib.discriminator_config(config, config.model.vocab_size))
   ids = jax.random.randint(jax.random.key(1), (2, 10), 1, 101)
   params = module.init(jax.random.key(0), ids)["params"]
   a = module.apply({"params": params}, ids)
@@ -188,10 +184,10 @@ def test_dropout_is_active_only_when_not_deterministic():
 
 
 def test_sequence_longer_than_positions_is_a_clear_error():
-  config = load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = 101
   module = model_lib.ElectraDiscriminator(
-      model_lib.discriminator_config(config))
+      train_lib.discriminator_config(config, config.model.vocab_size))
   with pytest.raises(ValueError, match="max_position_embeddings"):
     module.init(jax.random.key(0), jnp.zeros((1, 129), jnp.int32))
 
@@ -201,23 +197,23 @@ def test_sequence_longer_than_positions_is_a_clear_error():
                                         (0.1, (64, 256, 33))])
 def test_dropout_rate_and_scale(rate, shape):
   x = jnp.ones(shape, jnp.float32)
-  y = np.asarray(model_lib.dropout(x, rate, jax.random.key(0)))
+  y = np.asarray(dropout_lib.dropout(x, rate, jax.random.key(0)))
   dropped = (y == 0).mean()
   assert abs(dropped - rate) < 0.005
   assert abs(y.mean() - 1.0) < 0.01  # Inverted dropout keeps the mean.
   np.testing.assert_allclose(y[y != 0], 1.0 / (1.0 - rate), rtol=1e-4)
-  again = np.asarray(model_lib.dropout(x, rate, jax.random.key(0)))
+  again = np.asarray(dropout_lib.dropout(x, rate, jax.random.key(0)))
   np.testing.assert_array_equal(y, again)
-  other = np.asarray(model_lib.dropout(x, rate, jax.random.key(1)))
+  other = np.asarray(dropout_lib.dropout(x, rate, jax.random.key(1)))
   # A new key, an independent mask: they differ w.p. 2 r (1 - r).
   assert abs((y != other).mean() - 2 * rate * (1 - rate)) < 0.01
-  np.testing.assert_array_equal(model_lib.dropout(x, 0.0, None), x)
+  np.testing.assert_array_equal(dropout_lib.dropout(x, 0.0, None), x)
 
 
 def test_dropout_sites_sharing_a_key_draw_independent_masks():
   x = jnp.ones((32, 64, 128), jnp.float32)
   key = jax.random.key(0)
-  a, b = (np.asarray(model_lib.dropout(x, 0.5, key, site=s)) != 0
+  a, b = (np.asarray(dropout_lib.dropout(x, 0.5, key, site=s)) != 0
           for s in (0, 1))
   assert abs((a != b).mean() - 0.5) < 0.01
   # Neighbouring elements (one hash gives four draws) are independent too.
@@ -229,7 +225,7 @@ def test_dropout_with_other_key_implementations():
   # rate, scale and per-site independence.
   x = jnp.ones((32, 64, 130), jnp.float32)
   key = jax.random.key(0, impl="rbg")
-  a, b = (np.asarray(model_lib.dropout(x, 0.25, key, site=s))
+  a, b = (np.asarray(dropout_lib.dropout(x, 0.25, key, site=s))
           for s in (0, 1))
   assert abs((a == 0).mean() - 0.25) < 0.005
   np.testing.assert_allclose(a[a != 0], 1 / 0.75, rtol=1e-4)
@@ -243,7 +239,7 @@ def test_dropout_hashes_once_per_four_elements():
   # and one Threefry (22 xors) is compiled for forward and backward.
   x = jnp.ones((8, 16, 64), jnp.float32)
   fn = jax.jit(lambda v, k: jax.vjp(
-      lambda y: model_lib.dropout(y, 0.1, k), v)[1](v))
+      lambda y: dropout_lib.dropout(y, 0.1, k), v)[1](v))
   hlo = fn.lower(x, jax.random.key(0)).compile().as_text()
   assert re.search(r"= u8\[8,16,16\]\S* fusion\(", hlo), hlo
   assert hlo.count(" xor(") <= 25, hlo.count(" xor(")
@@ -255,16 +251,16 @@ def test_dropout_mask_is_independent_of_sharding():
                        axis_types=(jax.sharding.AxisType.Auto,))
   sharded = jax.device_put(
       x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
-  fn = jax.jit(lambda v: model_lib.dropout(v, 0.1, jax.random.key(3)))
+  fn = jax.jit(lambda v: dropout_lib.dropout(v, 0.1, jax.random.key(3)))
   np.testing.assert_array_equal(fn(sharded), fn(x))
 
 
 def _pretraining_with(**model_overrides):
-  config = load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = 101
   for key, value in model_overrides.items():
     config.model[key] = value
-  return model_lib.pretraining_model(config)
+  return train_lib.pretraining_model(config, config.model.vocab_size)
 
 
 def test_scan_and_remat_compute_the_same_function_with_the_same_params():
@@ -329,7 +325,7 @@ def test_threefry2x32_matches_jax():
   x1, x2 = (jnp.asarray(rng.integers(0, 2**32, (7, 33)), jnp.uint32)
             for _ in range(2))
   want = jex_random.threefry2x32_p.bind(k1, k2, x1, x2)
-  got = jax.jit(model_lib.threefry2x32)(k1, k2, x1, x2)
+  got = jax.jit(dropout_lib.threefry2x32)(k1, k2, x1, x2)
   for g, w in zip(got, want):
     np.testing.assert_array_equal(g, w)
 
@@ -339,9 +335,9 @@ def test_fused_attention_matches_ours():
   ks = jax.random.split(jax.random.key(0), 3)
   q, k, v = (jax.random.normal(key, (2, 3, 8, 4)) for key in ks)
   mask = (jnp.arange(8)[None, :] < jnp.array([[8], [5]]))[:, None, None, :]
-  want = model_lib.attention(q, k, v, mask, rate=0.0, deterministic=True,
-                             impl="xla", dtype=jnp.float32)
-  got = model_lib.fused_attention(q, k, v, mask, implementation="xla")
+  want = attention_lib.attend(q, k, v, mask, impl="xla", rate=0.0,
+                             dropout_rng=None, dtype=jnp.float32)
+  got = attention_lib.fused(q, k, v, mask, implementation="xla")
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 

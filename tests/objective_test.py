@@ -268,30 +268,32 @@ def test_disc_loss_and_metrics_hand_computed():
   np.testing.assert_allclose(loss, 1e4, rtol=1e-5)
 
 
-def test_combine_and_reduce():
-  mlm = objective.mlm_loss_and_metrics(
+def test_electra_loss_weights_the_two_losses_and_reduce_averages():
+  mlm_loss, mlm = objective.mlm_loss_and_metrics(
       jnp.array([[[1.0, 0.0]]]), jnp.array([[1]]), jnp.ones((1, 1)))
-  disc = objective.disc_loss_and_metrics(
+  disc_loss, disc = objective.disc_loss_and_metrics(
       jnp.array([[0.5, -0.5]]), jnp.array([[1, 0]]), jnp.ones((1, 2)))
-  total, metrics = objective.combine(mlm, disc, gen_weight=1.0, disc_weight=50)
-  np.testing.assert_allclose(total, mlm[0] + 50 * disc[0], rtol=1e-6)
-  assert objective.electra_loss(
-      mlm[0], disc[0], gen_weight=2.0, disc_weight=3.0) == pytest.approx(
-          2 * float(mlm[0]) + 3 * float(disc[0]), rel=1e-6)
-  assert set(metrics) == {
-      "loss", "masked_lm_loss", "masked_lm_accuracy", "disc_loss",
-      "disc_accuracy", "disc_precision", "disc_recall"}
-  r = objective.reduce_metrics(metrics)
-  assert r["loss"] == pytest.approx(float(total), rel=1e-6)
-  # MLM only.
-  total, metrics = objective.combine(mlm, None, gen_weight=2.0, disc_weight=50)
-  np.testing.assert_allclose(total, 2 * mlm[0], rtol=1e-6)
-  assert "disc_loss" not in metrics
-  # Merging sums both parts; the average weights by count.
+  metrics = {**mlm, **disc}
+  total = objective.electra_loss(metrics, gen_weight=2.0, disc_weight=50.0)
+  np.testing.assert_allclose(total, 2 * mlm_loss + 50 * disc_loss, rtol=1e-6)
+  # MLM only: no disc_loss in the metrics, no RTD term.
+  np.testing.assert_allclose(
+      objective.electra_loss(mlm, gen_weight=2.0, disc_weight=50.0),
+      2 * mlm_loss, rtol=1e-6)
+  # Micro-batches: each part divided by the whole batch's counts, so the
+  # parts' losses add up to the batch's.
+  halves = [objective.disc_loss_and_metrics(
+      jnp.array([[x]]), jnp.array([[y]]), jnp.ones((1, 1)))[1]
+            for x, y in ((0.5, 1), (-0.5, 0))]
+  counts = (jnp.float32(1.0), jnp.float32(2.0))
+  summed = sum(objective.electra_loss({**mlm, **h}, gen_weight=0.0,
+                                      disc_weight=1.0, counts=counts)
+               for h in halves)
+  np.testing.assert_allclose(summed, disc_loss, rtol=1e-6)
+  # Metrics add leaf by leaf; the average weights by count.
   a = {"x": (jnp.float32(3.0), jnp.float32(1.0))}
   b = {"x": (jnp.float32(1.0), jnp.float32(3.0))}
-  merged = objective.merge_metrics(a, b)
-  assert objective.reduce_metrics(merged) == {"x": 1.0}
+  assert objective.reduce_metrics(jax.tree.map(jnp.add, a, b)) == {"x": 1.0}
   zero = {"x": (jnp.float32(0.0), jnp.float32(0.0))}
   assert objective.reduce_metrics(zero) == {"x": 0.0}
 

@@ -14,6 +14,7 @@ import pytest
 
 from electra_jax import defaults
 from electra_jax import optimizer
+from electra_jax import train
 
 
 def _config(**opt_overrides):
@@ -34,8 +35,13 @@ def _schedule(name, peak=1e-3, warmup=10, total=100, power=1.0):
       num_train_steps=total,
   )
   return optimizer.learning_rate_schedule(
-      config.optimizer, config.num_train_steps
+      train.optimizer_config(config), config.num_train_steps
   )
+
+
+def _create(config, **kwargs):
+  return optimizer.create_optimizer(train.optimizer_config(config),
+                                    config.num_train_steps, **kwargs)
 
 
 def _run(tx, params, grads_list):
@@ -183,7 +189,7 @@ def test_zero_grads_move_only_decayed_params():
       num_warmup_steps=0,
       weight_decay_rate=wd,
   )
-  tx, _ = optimizer.create_optimizer(config)
+  tx, _ = _create(config)
   params = _electra_like_params()
   grads = jax.tree.map(jnp.zeros_like, params)
   new_params, _ = _run(tx, params, [grads])
@@ -266,7 +272,7 @@ def _reference_numpy(params, grads_list):
 
 @pytest.mark.parametrize("num_steps", [1, 3])
 def test_reference_adamw_matches_hand_computation(num_steps):
-  tx, _ = optimizer.create_optimizer(_adamw_config())
+  tx, _ = _create(_adamw_config())
   new_params, _ = _run(tx, _PARAMS, _GRADS[:num_steps])
   expected = _reference_numpy(_PARAMS, _GRADS[:num_steps])
   jax.tree.map(
@@ -278,8 +284,8 @@ def test_reference_adamw_matches_hand_computation(num_steps):
 
 def test_bias_correction_differs_from_reference_and_equals_optax_adamw():
   config = _adamw_config(bias_correction=True)
-  tx, schedule = optimizer.create_optimizer(config)
-  reference_tx, _ = optimizer.create_optimizer(_adamw_config())
+  tx, schedule = _create(config)
+  reference_tx, _ = _create(_adamw_config())
 
   one_step, _ = _run(tx, _PARAMS, _GRADS[:1])
   reference_one_step, _ = _run(reference_tx, _PARAMS, _GRADS[:1])
@@ -312,7 +318,7 @@ def test_clipping_scales_grads_to_global_norm_one():
   norm = optax.tree.norm(grads)
   assert norm > 1.0  # So that clipping at 1.0 does something.
 
-  tx, _ = optimizer.create_optimizer(_adamw_config(max_grad_norm=1.0))
+  tx, _ = _create(_adamw_config(max_grad_norm=1.0))
   _, state = _run(tx, _PARAMS, [grads])
   # After one step the first moment is (1 - b1) * the clipped gradient.
   clipped = jax.tree.map(lambda m: m / (1 - _B1), _first_moment(state))
@@ -323,14 +329,14 @@ def test_clipping_scales_grads_to_global_norm_one():
       grads,
   )
 
-  tx, _ = optimizer.create_optimizer(_adamw_config(max_grad_norm=0.0))
+  tx, _ = _create(_adamw_config(max_grad_norm=0.0))
   _, state = _run(tx, _PARAMS, [grads])
   unclipped = jax.tree.map(lambda m: m / (1 - _B1), _first_moment(state))
   np.testing.assert_allclose(optax.tree.norm(unclipped), norm, rtol=1e-5)
 
 
 def test_lamb_one_step_changes_params_finitely():
-  tx, _ = optimizer.create_optimizer(_adamw_config(optimizer="lamb"))
+  tx, _ = _create(_adamw_config(optimizer="lamb"))
   new_params, _ = _run(tx, _PARAMS, _GRADS[:1])
   for old, new in zip(jax.tree.leaves(_PARAMS), jax.tree.leaves(new_params)):
     assert np.all(np.isfinite(new))
@@ -339,13 +345,13 @@ def test_lamb_one_step_changes_params_finitely():
 
 def test_unknown_optimizer_lists_valid_names():
   with pytest.raises(ValueError, match="adamw, lamb"):
-    optimizer.create_optimizer(_adamw_config(optimizer="sgd"))
+    _create(_adamw_config(optimizer="sgd"))
 
 
 def test_grad_accum_steps_must_be_positive():
   with pytest.raises(ValueError, match="grad_accum_steps"):
-    optimizer.create_optimizer(_adamw_config(grad_accum_steps=0))
-  tx, _ = optimizer.create_optimizer(_adamw_config(grad_accum_steps=4))
+    _create(_adamw_config(grad_accum_steps=0))
+  tx, _ = _create(_adamw_config(grad_accum_steps=4))
   assert isinstance(tx, optax.GradientTransformation)
 
 
@@ -378,7 +384,7 @@ def test_fused_adamw_equals_the_optax_chain(bias_correction, max_grad_norm,
                                             flat_norm):
   config = _adamw_config(bias_correction=bias_correction,
                          max_grad_norm=max_grad_norm, num_warmup_steps=2)
-  tx, schedule = optimizer.create_optimizer(config, flat_norm=flat_norm)
+  tx, schedule = _create(config, flat_norm=flat_norm)
   chain = _optax_chain(schedule, bias_correction=bias_correction,
                        max_grad_norm=max_grad_norm)
   got, state = _run(tx, _PARAMS, _GRADS)
@@ -403,7 +409,7 @@ def test_global_norm_flat_equals_per_leaf():
 
 
 def test_adamw_needs_params():
-  tx, _ = optimizer.create_optimizer(_adamw_config())
+  tx, _ = _create(_adamw_config())
   grads = _GRADS[0]
   with pytest.raises(ValueError, match="needs the params"):
     tx.update(grads, tx.init(_PARAMS))
@@ -411,8 +417,8 @@ def test_adamw_needs_params():
 
 def test_lamb_clips_with_the_flat_norm_too():
   config = _adamw_config(optimizer="lamb", max_grad_norm=0.1)
-  got, _ = _run(optimizer.create_optimizer(config, flat_norm=True)[0],
+  got, _ = _run(_create(config, flat_norm=True)[0],
                 _PARAMS, _GRADS)
-  want, _ = _run(optimizer.create_optimizer(config)[0], _PARAMS, _GRADS)
+  want, _ = _run(_create(config)[0], _PARAMS, _GRADS)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
                got, want)

@@ -1,8 +1,6 @@
-"""Tests for packing.py: ELECTRA example packing and the record encoding."""
+"""Tests for data/packing.py: ELECTRA example packing."""
 
-import numpy as np
-
-from electra_jax import packing
+from electra_jax.data import packing
 
 CLS, SEP = 2, 3
 
@@ -76,9 +74,3 @@ def test_document_end_and_random_target_length():
   # Half of (7 - 3) is 2, so A gets one sentence, B the other.
   assert (ids, n_a) == ([CLS, 50, 51, 52, SEP, 60, 61, 62, 63, SEP], 5)
 
-
-def test_record_encoding():
-  data = packing.encode_record([CLS, 7, SEP, 9, SEP], 3,
-                                  packing.record_dtype(30522))
-  assert np.frombuffer(data, "<u2").tolist() == [3, CLS, 7, SEP, 9, SEP]
-  assert packing.record_dtype(70000) == np.dtype("<i4")

@@ -1,4 +1,4 @@
-"""Tests for preprocess.py: shard plans, datasets, resume, CLI, bad input."""
+"""Tests for data/preprocess.py: shards, datasets, resume, CLI, bad input."""
 
 import json
 import logging
@@ -11,7 +11,11 @@ from array_record.python import array_record_module
 import numpy as np
 import pytest
 
-from electra_jax import preprocess
+from electra_jax.data import input_pipeline
+from electra_jax.data import options as options_lib
+from electra_jax.data import preprocess
+from electra_jax.data import records
+from electra_jax.data import spec as data_spec
 
 CLS, SEP = 2, 3
 _WORDS = ("the generator fills masked positions and the discriminator learns "
@@ -48,7 +52,7 @@ def _options(tmp_path, name="data", **kwargs):
   settings = dict(vocab_size=48, max_seq_length=24, eval_fraction=0.2,
                   num_workers=1)
   settings.update(kwargs)
-  return preprocess.Options(output_dir=str(tmp_path / name), **settings)
+  return options_lib.Options(output_dir=str(tmp_path / name), **settings)
 
 
 def _read_split(data_dir, split):
@@ -80,6 +84,26 @@ def test_preprocess_examples_are_well_formed(tmp_path):
       assert ids.count(CLS) == 1 and ids.count(SEP) in (1, 2)
       assert 0 not in ids  # No padding stored.
   assert not any(name.endswith(".tmp") for name in os.listdir(data_dir))
+
+
+def test_data_spec_and_records_of_a_dataset(tmp_path):
+  metadata = preprocess.preprocess(_options(tmp_path))
+  data_dir = str(tmp_path / "data")
+  assert metadata["record_format"] == records.FORMAT
+  spec = input_pipeline.load_data_spec(data_dir)
+  assert spec == data_spec.DataSpec(
+      vocab_size=48, pad_id=0, cls_id=CLS, sep_id=SEP, mask_id=4,
+      max_seq_length=24)
+  assert spec == data_spec.DataSpec.from_metadata(metadata)
+  assert spec.special_ids == (CLS, SEP, 4)
+  # The written records decode to what the format says they hold.
+  _, written = _read_split(data_dir, "train")
+  ids, n_a, lengths = records.decode(written, metadata["record_dtype"], 24, 0)
+  for k, record in enumerate(written):
+    first, *rest = np.frombuffer(record, metadata["record_dtype"]).tolist()
+    assert (n_a[k], lengths[k]) == (first, len(rest))
+    assert ids[k].tolist() == rest + [0] * (24 - len(rest))
+    assert records.encode(rest, first, records.record_dtype(48)) == record
 
 
 def test_same_seed_same_output(tmp_path):
@@ -181,13 +205,13 @@ def test_input_errors(tmp_path):
         str(tmp_path / "w" / "*.txt"),)))
   assert not os.path.exists(tmp_path / "w_out" / "metadata.json")
   with pytest.raises(ValueError, match="exactly one of --input or --tfds"):
-    preprocess.preprocess(preprocess.Options(output_dir=str(tmp_path)))
+    preprocess.preprocess(options_lib.Options(output_dir=str(tmp_path)))
   with pytest.raises(ValueError, match="max_seq_length must be in"):
     preprocess.preprocess(_options(tmp_path, max_seq_length=4))
 
 
 def test_tfds_not_prepared(tmp_path):
   with pytest.raises(ValueError, match="Prepare it first"):
-    preprocess.preprocess(preprocess.Options(
+    preprocess.preprocess(options_lib.Options(
         output_dir=str(tmp_path / "out"), tfds="no_such_dataset_xyz",
         tfds_data_dir=str(tmp_path)))

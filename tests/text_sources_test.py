@@ -2,7 +2,7 @@
 
 import os
 
-from electra_jax import text_sources
+from electra_jax.data import text_sources
 
 
 def test_split_sentences():

@@ -6,7 +6,7 @@ import random
 import pytest
 import sentencepiece as spm
 
-from electra_jax import tokenization
+from electra_jax.data import tokenization
 
 _WORDS = ("the model reads text and learns which tokens were replaced by a "
           "small generator while the discriminator predicts every position "

@@ -21,8 +21,8 @@ from tensorboardX.proto import event_pb2
 from benchmarks import torch_oracle
 from electra_jax import defaults
 from electra_jax import optimizer
-from tests import input_pipeline_test
-from tests import model_test
+from electra_jax import train as train_lib
+from tests import testing
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
@@ -42,10 +42,10 @@ def read_scalars(workdir):
 
 
 def oracle_config(data_dir, steps, **overrides):
-  config = model_test.load_config("tiny")
+  config = testing.load_config("tiny")
   config.input.data_dir = data_dir
   config.model.vocab_size = 1000
-  config.input.max_seq_length = input_pipeline_test.L
+  config.input.max_seq_length = testing.L
   config.input.batch_size = 4
   config.num_train_steps = steps
   config.log_every_steps = 3
@@ -59,7 +59,7 @@ def oracle_config(data_dir, steps, **overrides):
 
 @pytest.fixture(name="data_dir", scope="module")
 def _data_dir(tmp_path_factory):
-  return input_pipeline_test._write_dataset(  # pylint: disable=protected-access
+  return testing.write_dataset(
       tmp_path_factory.mktemp("oracle") / "data", num_train=24, num_eval=6)
 
 
@@ -82,7 +82,8 @@ def test_tiny_run_writes_jax_tags(data_dir, tmp_path):
   for points in scalars.values():
     assert all(math.isfinite(v) for v in points.values())
   # The logged rate is the mean schedule over the steps since the last log.
-  schedule = optimizer.learning_rate_schedule(config.optimizer, 6)
+  schedule = optimizer.learning_rate_schedule(
+      train_lib.optimizer_config(config), 6)
   want = np.mean([float(schedule(c)) for c in range(3, 6)])
   assert scalars["train/learning_rate"][6] == pytest.approx(want, rel=1e-6)
   saved = json.loads((tmp_path / "config.json").read_text())
@@ -113,8 +114,10 @@ def test_unsupported_optimizer_is_a_clear_error(data_dir, tmp_path):
 @pytest.mark.parametrize("schedule", ["reference", "warmup_cosine",
                                       "constant"])
 def test_learning_rate_matches_jax_schedule(schedule):
-  opt = defaults.get_config().optimizer
-  opt.update(schedule=schedule, num_warmup_steps=10, lr_decay_power=0.5)
+  config = defaults.get_config()
+  config.optimizer.update(schedule=schedule, num_warmup_steps=10,
+                          lr_decay_power=0.5)
+  opt = train_lib.optimizer_config(config)
   want = optimizer.learning_rate_schedule(opt, 100)
   for count in (0, 1, 5, 10, 11, 57, 99, 100):  # float32 cos near pi: abs.
     assert torch_oracle.learning_rate(opt, 100, count) == pytest.approx(
@@ -128,7 +131,8 @@ def test_adamw_matches_jax_optimizer(bias_correction):
   config.optimizer.update(num_warmup_steps=0, learning_rate=0.1,
                           weight_decay_rate=0.1,
                           bias_correction=bias_correction)
-  tx, _ = optimizer.create_optimizer(config)
+  tx, _ = optimizer.create_optimizer(train_lib.optimizer_config(config),
+                                     config.num_train_steps)
   rng = np.random.default_rng(0)
   shapes = {"dense": {"kernel": (3, 4), "bias": (4,)},
             "LayerNorm": {"scale": (4,), "bias": (4,)}}

@@ -9,20 +9,21 @@ import pytest
 
 from electra_jax import sharding
 from electra_jax import train
-from tests import model_test
+from electra_jax.data import spec as data_spec
+from tests import testing
 
 VOCAB, LENGTH, BATCH = 100, 16, 8
 CLS, SEP, MASK = 1, 2, 3
+SPEC = data_spec.DataSpec(vocab_size=VOCAB, pad_id=0, cls_id=CLS, sep_id=SEP,
+                          mask_id=MASK, max_seq_length=LENGTH)
 
 
 def tiny_config(**mesh):
-  config = model_test.load_config("tiny")
+  config = testing.load_config("tiny")
   config.model.vocab_size = VOCAB
   config.model.max_position_embeddings = 32
   config.input.max_seq_length = LENGTH
   config.input.batch_size = BATCH
-  config.input.cls_id, config.input.sep_id, config.input.mask_id = (
-      CLS, SEP, MASK)
   config.optimizer.num_warmup_steps = 2
   config.num_train_steps = 100
   for axis, size in mesh.items():
@@ -50,10 +51,9 @@ def synthetic_batch(seed, batch=BATCH, length=LENGTH):
 
 def run_steps(config, num_steps, devices=None, batches=None):
   """Builds the sharded step on a mesh and runs `num_steps` steps."""
-  mesh = sharding.make_mesh(config, devices)
-  rules = sharding.logical_rules(config)
+  mesh, rules = train.mesh_and_rules(config, devices)
   with sharding.use(mesh, rules):
-    built = train.build(config, mesh, rules, jax.random.key(0))
+    built = train.build(config, SPEC, mesh, rules, jax.random.key(0))
     state, p_train = built.state, built.train_step
     history = []
     for i in range(num_steps):
@@ -87,10 +87,9 @@ def test_sharded_losses_match_one_device(mesh):
 
 def test_params_are_sharded_as_the_rules_say():
   config = tiny_config(data=2, fsdp=2, tensor=2)
-  mesh = sharding.make_mesh(config)
-  rules = sharding.logical_rules(config)
+  mesh, rules = train.mesh_and_rules(config)
   with sharding.use(mesh, rules):
-    state = train.build(config, mesh, rules, jax.random.key(0)).state
+    state = train.build(config, SPEC, mesh, rules, jax.random.key(0)).state
   spec = lambda x: tuple(x.sharding.spec)  # pylint: disable=g-long-lambda
   p = state.params
   layer = p["discriminator"]["encoder"]["layer_0"]
@@ -193,10 +192,9 @@ def test_norms_concatenate_the_leaves_only_when_params_are_replicated(
   # One concatenation of all leaves is one kernel for the norms; of sharded
   # leaves it would gather every param and gradient onto each device.
   config = tiny_config(**mesh)
-  mesh = sharding.make_mesh(config)
-  rules = sharding.logical_rules(config)
+  mesh, rules = train.mesh_and_rules(config)
   with sharding.use(mesh, rules):
-    built = train.build(config, mesh, rules, jax.random.key(0))
+    built = train.build(config, SPEC, mesh, rules, jax.random.key(0))
     text = built.train_step.lower(
         built.state, sharding.global_batch(synthetic_batch(0), mesh),
         jax.random.key(1)).as_text()

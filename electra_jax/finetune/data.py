@@ -16,10 +16,9 @@ import json
 import os
 from typing import Any
 
-import ml_collections
 import numpy as np
 
-from electra_jax import tokenization
+from electra_jax.data import tokenization
 from electra_jax.finetune import features
 from electra_jax.finetune import metrics as metrics_lib
 from electra_jax.finetune import squad
@@ -47,24 +46,55 @@ class Split:
     return features.num_rows(self.arrays)
 
 
-def columns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  return tuple(c.strip() for c in config.data.text_columns.split(",")
-               if c.strip())
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where a task's data comes from and how it is cut: field for field the
+  fine-tuning config's `data` section (see `configs/finetune.py`)."""
+
+  source: str
+  tfds_name: str
+  tfds_data_dir: str
+  train_split: str
+  eval_split: str
+  predict_split: str
+  train_file: str
+  eval_file: str
+  predict_file: str
+  file_format: str
+  text_columns: str
+  label_column: str
+  id_column: str
+  labels: str
+  double_unordered: bool
+  max_query_length: int
+  doc_stride: int
 
 
-def _rows(config: ml_collections.ConfigDict, which: str
+@dataclasses.dataclass(frozen=True)
+class QaConfig:
+  """Span decoding: the fine-tuning config's `qa` section."""
+
+  n_best_size: int
+  max_answer_length: int
+  na_threshold: float
+
+
+def columns(d: DataConfig) -> tuple[str, ...]:
+  return tuple(c.strip() for c in d.text_columns.split(",") if c.strip())
+
+
+def _rows(d: DataConfig, which: str
           ) -> tuple[list[dict[str, Any]], str, bool]:
   """Raw rows of split `which`, their description, and whether TFDS."""
-  d = config.data
   if d.source not in SOURCES:
     raise ValueError(f"data.source must be one of {SOURCES}, not "
                      f"{d.source!r}.")
-  path = d[f"{which}_file"]
+  path = getattr(d, f"{which}_file")
   if path or (d.source == "files" and which != "predict"):
     if not path:
       raise ValueError(f"data.source=files needs --config.data.{which}_file.")
     return tasks.read_file(path, d.file_format), path, False
-  split = d[f"{which}_split"]
+  split = getattr(d, f"{which}_split")
   if d.source != "tfds" or not split:
     raise ValueError(f"No {which} data: set --config.data.{which}_file"
                      + (" or --config.data.predict_split (TFDS)."
@@ -75,38 +105,38 @@ def _rows(config: ml_collections.ConfigDict, which: str
   return rows, f"TFDS {d.tfds_name}[{split}]", True
 
 
-def read_examples(config: ml_collections.ConfigDict, spec: tasks.TaskSpec,
+def read_examples(d: DataConfig, spec: tasks.TaskSpec,
                   which: str) -> list[Any]:
   """Examples of split `which` ("train", "eval" or "predict", unlabeled)."""
-  rows, source, from_tfds = _rows(config, which)
+  rows, source, from_tfds = _rows(d, which)
   return tasks.to_examples(
-      spec, rows, text_columns=columns(config),
-      label_column=config.data.label_column, id_column=config.data.id_column,
+      spec, rows, text_columns=columns(d),
+      label_column=d.label_column, id_column=d.id_column,
       labeled=which != "predict", source=source,
       index_names=spec.label_names if from_tfds else ())
 
 
-def label_names(config: ml_collections.ConfigDict, spec: tasks.TaskSpec,
+def label_names(d: DataConfig, spec: tasks.TaskSpec,
                 train: list[Any]) -> list[str]:
   """Class or tag names: `data.labels`, the TFDS task's, or the sorted
   distinct values of the training data. Empty for regression and QA."""
   if spec.kind in ("regression", "qa"):
     return []
-  if config.data.labels:
-    return [x.strip() for x in config.data.labels.split(",")]
-  if config.data.source == "tfds" and spec.label_names:
+  if d.labels:
+    return [x.strip() for x in d.labels.split(",")]
+  if d.source == "tfds" and spec.label_names:
     return list(spec.label_names)
   if spec.kind == "tagging":
     return sorted({t for ex in train for t in ex.tags})
   return sorted({ex.label for ex in train})
 
 
-def featurize(config: ml_collections.ConfigDict, spec: tasks.TaskSpec,
+def featurize(d: DataConfig, length: int, spec: tasks.TaskSpec,
               labels: list[str], tok: tokenization.Tokenizer,
               examples: list[Any], training: bool) -> Split:
-  """Features of `examples`; training adds swapped pairs where the task's
-  labels ignore sentence order (`data.double_unordered`)."""
-  d, length = config.data, config.max_seq_length
+  """Features of `examples`, `length` tokens each; training adds swapped
+  pairs where the task's labels ignore sentence order
+  (`double_unordered`)."""
   if spec.kind == "qa":
     qa = squad.featurize(examples, tok, max_seq_length=length,
                          max_query_length=d.max_query_length,
@@ -133,13 +163,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
   return e / e.sum(-1, keepdims=True)
 
 
-def predict(config: ml_collections.ConfigDict, spec: tasks.TaskSpec,
-            labels: list[str], split: Split,
-            outputs: np.ndarray) -> list[dict[str, Any]]:
+def predict(q: QaConfig, spec: tasks.TaskSpec, labels: list[str],
+            split: Split, outputs: np.ndarray) -> list[dict[str, Any]]:
   """One prediction record per example.
 
   Args:
-    config: the resolved config (QA decoding settings).
+    q: QA decoding settings.
     spec: the task.
     labels: class or tag names.
     split: the examples and features the outputs belong to.
@@ -170,7 +199,6 @@ def predict(config: ml_collections.ConfigDict, spec: tasks.TaskSpec,
       tags += ["O"] * (len(ex.words) - len(tags))
       records.append({"id": ex.id, "tags": tags})
     return records
-  q = config.qa
   decoded = squad.decode(
       examples, split.qa, outputs[..., 0], outputs[..., 1],
       n_best_size=q.n_best_size, max_answer_length=q.max_answer_length,

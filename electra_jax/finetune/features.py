@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from electra_jax import tokenization
+from electra_jax.data import tokenization
 from electra_jax.finetune import tasks
 
 

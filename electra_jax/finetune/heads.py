@@ -29,23 +29,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from electra_jax import linear
 from electra_jax import model as model_lib
 
 Array = jax.Array
 KINDS = ("classification", "regression", "tagging", "qa")
 HEAD_STYLES = ("official", "transformers")
-
-
-def _dense(cfg: model_lib.ModelConfig, features: int,
-           names: tuple[str | None, str | None], name: str) -> linear.Dense:
-  init = nn.initializers.truncated_normal(cfg.initializer_range)
-  return linear.Dense(
-      features, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-      kernel_init=nn.with_logical_partitioning(init, names),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                             (names[1],)),
-      name=name)
 
 
 class SequenceHead(nn.Module):
@@ -63,11 +51,11 @@ class SequenceHead(nn.Module):
     x = x[:, 0]  # [B, H]: the [CLS] token; ELECTRA has no pooler.
     if self.style == "transformers":
       x = dropout(x, deterministic=deterministic)
-      x = model_lib.gelu(_dense(cfg, cfg.hidden_size, ("embed", "mlp"),
-                                "dense")(x))
+      x = model_lib.gelu(model_lib.dense(
+          cfg, cfg.hidden_size, ("embed", "mlp"), "dense")(x))
     x = dropout(x, deterministic=deterministic)
     in_axis = "mlp" if self.style == "transformers" else "embed"
-    x = _dense(cfg, self.num_outputs, (in_axis, None), "output")(x)
+    x = model_lib.dense(cfg, self.num_outputs, (in_axis, None), "output")(x)
     return x.astype(jnp.float32)
 
 
@@ -84,7 +72,8 @@ class TokenHead(nn.Module):
     if self.dropout:
       x = nn.Dropout(self.cfg.hidden_dropout_prob)(
           x, deterministic=deterministic)
-    x = _dense(self.cfg, self.num_outputs, ("embed", None), "output")(x)
+    x = model_lib.dense(self.cfg, self.num_outputs, ("embed", None),
+                        "output")(x)
     return x.astype(jnp.float32)
 
 

@@ -35,7 +35,6 @@ import re
 from typing import Any
 
 import jax
-import ml_collections
 import optax
 
 from electra_jax import optimizer as optimizer_lib
@@ -114,48 +113,30 @@ def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:
   return optax.stateless(scale)
 
 
-def pretraining_style_config(config: ml_collections.ConfigDict,
-                             num_train_steps: int) -> ml_collections.ConfigDict:
-  """The `{optimizer, num_train_steps}` config that `optimizer.py` reads.
-
-  Warmup is a proportion of training here, as in the reference's
-  fine-tuning (`warmup_steps = num_train_steps * warmup_proportion`, kept
-  fractional as there); the schedule is otherwise the pretraining one.
-  """
-  opt = config.optimizer
-  derived = {k: opt[k] for k in (
-      "optimizer", "learning_rate", "lr_decay_power", "schedule",
-      "weight_decay_rate", "adam_b1", "adam_b2", "adam_eps",
-      "bias_correction", "max_grad_norm")}
-  derived["num_warmup_steps"] = num_train_steps * opt.warmup_proportion
-  derived["grad_accum_steps"] = 1  # The fine-tuning step does not split.
-  return ml_collections.ConfigDict({"optimizer": derived,
-                                    "num_train_steps": num_train_steps})
-
-
 def create_optimizer(
-    config: ml_collections.ConfigDict, params: Any, num_layers: int,
-    num_train_steps: int, *, flat_norm: bool = False,
+    opt: optimizer_lib.OptimizerConfig, num_train_steps: int, params: Any,
+    num_layers: int, *, decay: float, compat: bool = False,
+    flat_norm: bool = False,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The pretraining optimizer chain followed by the layer-wise multipliers.
 
   Args:
-    config: the fine-tuning config; reads `config.optimizer.*`.
+    opt: the optimizer settings (`optimizer.OptimizerConfig`).
+    num_train_steps: total updates, for the schedule.
     params: the task params or their shapes (for the multiplier tree).
     num_layers: transformer layers of the model.
-    num_train_steps: total updates, for the schedule.
+    decay: the layer-wise learning-rate decay (see `lr_multipliers`).
+    compat: the released code's layer numbering (see `lr_multipliers`).
     flat_norm: clip with the one-kernel norm (`optimizer.global_norm`);
       only for params that are not sharded.
 
   Returns:
     `(tx, schedule)`; `schedule` is the head's (undecayed) learning rate.
   """
-  opt = config.optimizer
-  tx, schedule = optimizer_lib.create_optimizer(
-      pretraining_style_config(config, num_train_steps), flat_norm=flat_norm)
-  multipliers = lr_multipliers(
-      params, num_layers=num_layers, decay=opt.layerwise_lr_decay,
-      compat=opt.layerwise_lr_decay_compat)
+  tx, schedule = optimizer_lib.create_optimizer(opt, num_train_steps,
+                                                flat_norm=flat_norm)
+  multipliers = lr_multipliers(params, num_layers=num_layers, decay=decay,
+                               compat=compat)
   # The learning rate is the chain's last factor, so scaling after it
   # equals a per-parameter learning rate.
   return optax.chain(tx, scale_by_multipliers(multipliers)), schedule

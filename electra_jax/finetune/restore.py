@@ -32,7 +32,9 @@ from electra_jax import checkpointing
 from electra_jax import convert
 from electra_jax import model as model_lib
 from electra_jax import pretrained
-from electra_jax import tokenization
+from electra_jax import train as train_lib
+from electra_jax.data import input_pipeline
+from electra_jax.data import tokenization
 from electra_jax.finetune import data as data_lib
 from electra_jax.finetune import heads
 from electra_jax.finetune import tasks
@@ -94,7 +96,7 @@ def load_encoder(path: str) -> tuple[model_lib.ModelConfig, dict[str, Any]]:
 
   The discriminator's, or, for the MLM-only baseline
   (`objective.electra_objective=False`, which has no discriminator), its
-  generator's: that tower is discriminator-sized (`model.generator_config`)
+  generator's: that tower is discriminator-sized (`train.generator_config`)
   and its `encoder` has the discriminator encoder's param tree, so the
   BERT-style baseline fine-tunes exactly as ELECTRA does. The pretraining
   head (replaced-token or MLM) is dropped.
@@ -110,12 +112,12 @@ def load_encoder(path: str) -> tuple[model_lib.ModelConfig, dict[str, Any]]:
   if os.path.isdir(checkpointing.checkpoint_dir(path)):
     config, params, _ = pretrained.restore_params(path)
     if "discriminator" in params:
-      return (model_lib.discriminator_config(config),
+      return (train_lib.discriminator_config(config, config.model.vocab_size),
               heads.pretrained_subtrees(
                   model_lib.discriminator_params(params)))
     if "generator" in params:  # Every ELECTRA run has a discriminator.
       _log_mlm_only(path)
-      return (model_lib.generator_config(config),
+      return (train_lib.generator_config(config, config.model.vocab_size),
               _mlm_encoder(model_lib.generator_params(params)))
     raise ValueError(f"{path}: the checkpoint holds neither a discriminator "
                      f"nor a generator (params {sorted(params)}); there is "
@@ -130,7 +132,7 @@ def load_encoder(path: str) -> tuple[model_lib.ModelConfig, dict[str, Any]]:
                        "MLM-only run's export.")
     _log_mlm_only(path)
     return module.cfg, _mlm_encoder(params)
-  if os.path.isdir(os.path.join(path, pretrained.TOKENIZER_DIR)):
+  if os.path.isdir(os.path.join(path, input_pipeline.TOKENIZER_DIR)):
     # Else the next step would read the run's own config.json as a
     # transformers one and complain about its model_type.
     raise FileNotFoundError(
@@ -206,9 +208,12 @@ def resolve(config: ml_collections.ConfigDict,
   if tok.vocab_size > config.model.vocab_size:
     raise ValueError(f"Tokenizer {tok_path} has {tok.vocab_size} ids but the "
                      f"model only {config.model.vocab_size} embeddings.")
-  labels = data_lib.label_names(config, spec, train_examples or [])
+  labels = data_lib.label_names(data_lib.DataConfig(**config.data), spec,
+                                train_examples or [])
   config.lock()
-  return Task(config, spec, model_lib.discriminator_config(config), labels,
+  return Task(config, spec,
+              train_lib.discriminator_config(config, config.model.vocab_size),
+              labels,
               tok, subtrees)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from electra_jax import tokenization
+from electra_jax.data import tokenization
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,13 +36,13 @@ from electra_jax import objective
 from electra_jax import optimizer
 from electra_jax import reporting
 from electra_jax import sharding
+from electra_jax import train as train_lib
 from electra_jax.finetune import data as data_lib
 from electra_jax.finetune import features
 from electra_jax.finetune import heads
 from electra_jax.finetune import lr_decay
 from electra_jax.finetune import restore
 from electra_jax.finetune import tasks
-from electra_jax.train import TrainState
 
 Batch = dict[str, jax.Array]
 
@@ -77,7 +77,7 @@ def task_loss(kind: str, outputs: jax.Array, batch: Batch):
   return jnp.sum(-(start + end) / 2 * w), jnp.sum(w)
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
+def train_step(state: train_lib.TrainState, batch: Batch, rng: jax.Array, *,
                model: heads.TaskModel, schedule: optax.Schedule,
                flat_norm: bool = False):
   """One optimizer step; dropout keys come from `fold_in(rng, step)`.
@@ -116,7 +116,7 @@ def eval_step(params: Any, batch: Batch, *, model: heads.TaskModel):
 class Steps:
   """The sharded initial-state builder and the jitted steps."""
 
-  init: Callable[..., TrainState] | None
+  init: Callable[..., train_lib.TrainState] | None
   train: Callable[..., Any] | None
   eval: Callable[..., jax.Array]
   copy: Callable[[Any], Any]  # Params -> a copy that outlives donation.
@@ -129,14 +129,34 @@ def _init_params(rng, *, model, length):
   return model.init(rng, ids, ids, ids)["params"]
 
 
-def _create_state(rng, pretrained, *, model, length, tx) -> TrainState:
+def _create_state(rng, pretrained, *, model, length,
+                  tx) -> train_lib.TrainState:
   params = nn.unbox(_init_params(rng, model=model, length=length))
   if pretrained is not None:
     pretrained = jax.tree.map(lambda new, old: old.astype(new.dtype),
                               {k: params[k] for k in pretrained}, pretrained)
     params = heads.merge_pretrained(params, pretrained)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), tx=tx)
+  return train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                              opt_state=tx.init(params), tx=tx)
+
+
+def pretraining_style_optimizer(
+    config: ml_collections.ConfigDict,
+    num_train_steps: int) -> optimizer.OptimizerConfig:
+  """The pretraining `OptimizerConfig` of a fine-tuning config.
+
+  Warmup is a proportion of training here, as in the reference's
+  fine-tuning (`warmup_steps = num_train_steps * warmup_proportion`, kept
+  fractional as there); the schedule is otherwise the pretraining one.
+  """
+  opt = config.optimizer
+  return optimizer.OptimizerConfig(
+      **{k: opt[k] for k in (
+          "optimizer", "learning_rate", "lr_decay_power", "schedule",
+          "weight_decay_rate", "adam_b1", "adam_b2", "adam_eps",
+          "bias_correction", "max_grad_norm")},
+      num_warmup_steps=num_train_steps * opt.warmup_proportion,
+      grad_accum_steps=1)  # The fine-tuning step does not split.
 
 
 def build_steps(task: restore.Task, mesh, rules,
@@ -160,16 +180,15 @@ def build_steps(task: restore.Task, mesh, rules,
   if num_train_steps is None:
     return Steps(None, None, p_eval, p_copy, param_sh, abstract)
   flat_norm = sharding.fully_replicated(param_sh)
+  opt = task.config.optimizer
   tx, schedule = lr_decay.create_optimizer(
-      task.config, abstract, task.cfg.num_hidden_layers, num_train_steps,
+      pretraining_style_optimizer(task.config, num_train_steps),
+      num_train_steps, abstract, task.cfg.num_hidden_layers,
+      decay=opt.layerwise_lr_decay, compat=opt.layerwise_lr_decay_compat,
       flat_norm=flat_norm)
   create = functools.partial(_create_state, model=model, length=length, tx=tx)
-  state_abstract = jax.eval_shape(create, jax.random.key(0), None)
-  opt_sh = optax.tree_map_params(
-      tx, lambda _, s: s, state_abstract.opt_state, param_sh,
-      transform_non_params=lambda _: replicated)
-  state_sh = TrainState(step=replicated, params=param_sh, opt_state=opt_sh,
-                        tx=tx)
+  state_sh = train_lib.shard_state(
+      jax.eval_shape(create, jax.random.key(0), None), param_sh, mesh)
   pre_sh = None
   if task.pretrained is not None:
     heads.check_compatible(abstract, task.pretrained)
@@ -214,8 +233,8 @@ def evaluate(task: restore.Task, steps: Steps, params: Any,
   """(metrics, prediction records) on a labelled split."""
   outputs = run_outputs(steps, params, split, task.spec.kind,
                         task.config.eval_batch_size, mesh)
-  records = data_lib.predict(task.config, task.spec, task.labels, split,
-                             outputs)
+  records = data_lib.predict(data_lib.QaConfig(**task.config.qa), task.spec,
+                             task.labels, split, outputs)
   return data_lib.score(task.spec, task.labels, split, records), records
 
 
@@ -315,10 +334,10 @@ def restore_params(steps: Steps, trial_dir: str, step: int | None = None):
 
 
 def _mesh(config):
-  mesh = sharding.make_mesh(config)
+  mesh, rules = train_lib.mesh_and_rules(config)
   for size in (config.batch_size, config.eval_batch_size):
     sharding.check_batch_size(size, mesh)
-  return mesh, sharding.logical_rules(config)
+  return mesh, rules
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -328,17 +347,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise FileExistsError(f"{workdir} already holds a fine-tuning run; pass "
                           "a new --workdir (runs are not resumed).")
   spec = tasks.get_task(config.task)
-  train_examples = data_lib.read_examples(config, spec, "train")
-  dev_examples = data_lib.read_examples(config, spec, "eval")
+  data = data_lib.DataConfig(**config.data)
+  train_examples = data_lib.read_examples(data, spec, "train")
+  dev_examples = data_lib.read_examples(data, spec, "eval")
   task = restore.resolve(config, train_examples)
   config = task.config
-  reporting.write_config(config, workdir)
+  reporting.write_config(json.loads(config.to_json()), workdir)
   if jax.process_index() == 0:
     restore.save_task(workdir, task)
-  train = data_lib.featurize(config, spec, task.labels, task.tokenizer,
-                             train_examples, training=True)
-  dev = data_lib.featurize(config, spec, task.labels, task.tokenizer,
-                           dev_examples, training=False)
+  train = data_lib.featurize(data, config.max_seq_length, spec, task.labels,
+                             task.tokenizer, train_examples, training=True)
+  dev = data_lib.featurize(data, config.max_seq_length, spec, task.labels,
+                           task.tokenizer, dev_examples, training=False)
   logging.info("%s: %d train rows, %d eval rows.", config.task,
                train.num_rows, dev.num_rows)
   if train.qa is not None and train.qa.skipped:
@@ -381,9 +401,10 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> str:
   with the best trial's best params; returns its path."""
   task = restore.load_task(config, workdir)
   config, spec = task.config, task.spec
-  examples = data_lib.read_examples(config, spec, "predict")
-  split = data_lib.featurize(config, spec, task.labels, task.tokenizer,
-                             examples, training=False)
+  data = data_lib.DataConfig(**config.data)
+  examples = data_lib.read_examples(data, spec, "predict")
+  split = data_lib.featurize(data, config.max_seq_length, spec, task.labels,
+                             task.tokenizer, examples, training=False)
   trial = best_trial(workdir)
   mesh, rules = _mesh(config)
   with sharding.use(mesh, rules):
@@ -393,7 +414,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> str:
         trial["best_step"])
     outputs = run_outputs(steps, params, split, spec.kind,
                           config.eval_batch_size, mesh)
-  records = data_lib.predict(config, spec, task.labels, split, outputs)
+  records = data_lib.predict(data_lib.QaConfig(**config.qa), spec,
+                             task.labels, split, outputs)
   path = os.path.join(workdir, "predictions.jsonl")
   if jax.process_index() == 0:
     data_lib.write_predictions(path, records)

@@ -5,8 +5,7 @@ ArrayRecord's reader (one sorted read per file and batch, the same reader
 grain's `ArrayRecordDataSource` wraps, without its per-call thread pool), so
 the position in the data is one integer:
 
-  data_dir = input_pipeline.prepare_data(config, workdir)
-  metadata = input_pipeline.load_metadata(data_dir)
+  spec = input_pipeline.load_data_spec(data_dir)  # vocab, special ids, length
   it = input_pipeline.make_train_iterator(
       data_dir, batch_size=128, seed=0, process_index=jax.process_index(),
       process_count=jax.process_count(), max_seq_length=128)
@@ -25,22 +24,28 @@ receives, never one the thread is working on.
 
 Eval batches are the eval split in file order, padded with empty rows
 (`input_mask` 0) once it runs out, identical on every call.
+
+Every reader goes through `load_metadata`, which refuses data written in
+another record format (`records.check_metadata`).
+
+The speed of this pipeline: `python benchmarks/input_pipeline.py`.
 """
 
 from collections.abc import Iterator
 import json
-import os
 import queue
 import threading
 import time
 from typing import Any
 
-from absl import logging
 from etils import epath
 from array_record.python import array_record_module
 from grain.experimental import index_shuffle
-import ml_collections
+import jax
 import numpy as np
+
+from electra_jax.data import records
+from electra_jax.data import spec as data_spec
 
 Batch = dict[str, np.ndarray]
 _REQUIRED_KEYS = ("vocab_size", "pad_id", "unk_id", "cls_id", "sep_id",
@@ -57,64 +62,34 @@ def load_metadata(data_dir: str) -> dict[str, Any]:
         "or preprocessing did not finish. Run (or re-run, to resume) `python "
         "-m electra_jax.preprocess --output_dir=...` to complete it.")
   metadata = json.loads(path.read_text())
+  records.check_metadata(metadata, str(path))
   missing = [k for k in _REQUIRED_KEYS if k not in metadata]
   if missing:
     raise ValueError(f"{path} lacks {missing}; re-run preprocessing.")
   return metadata
 
 
-def check_config(config: ml_collections.ConfigDict,
-                 metadata: dict[str, Any]) -> None:
-  """Raises if the model or input config does not fit the data."""
-  if config.model.vocab_size != metadata["vocab_size"]:
-    raise ValueError(
-        f"config.model.vocab_size={config.model.vocab_size} but the data's "
-        f"tokenizer ({metadata['tokenizer']}) has {metadata['vocab_size']} "
-        f"ids; pass --config.model.vocab_size={metadata['vocab_size']}.")
-  if config.input.max_seq_length != metadata["max_seq_length"]:
-    raise ValueError(
-        f"config.input.max_seq_length={config.input.max_seq_length} but the "
-        f"data was packed to {metadata['max_seq_length']} tokens; pass "
-        f"--config.input.max_seq_length={metadata['max_seq_length']} or "
-        "preprocess again with --max_seq_length.")
+def load_data_spec(data_dir: str) -> data_spec.DataSpec:
+  """Reads and checks `data_dir`'s `metadata.json` (see `load_metadata`)."""
+  return data_spec.DataSpec.from_metadata(load_metadata(data_dir))
 
 
-def apply_metadata(config: ml_collections.ConfigDict,
-                   metadata: dict[str, Any]) -> None:
-  """Copies the tokenizer's special ids into `config.input` (in place)."""
-  for key in ("pad_id", "cls_id", "sep_id", "mask_id"):
-    config.input[key] = int(metadata[key])
+TOKENIZER_DIR = "tokenizer"  # In a run's workdir.
 
 
-def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Returns the directory of preprocessed data to train on.
-
-  `config.input.data_dir` if set (it must be complete). Otherwise the
-  built-in default corpus (see `default_corpus`), built once under
-  `config.input.default_data_cache` (empty: `$XDG_CACHE_HOME/electra_jax`,
-  else `~/.cache/electra_jax`) and reused by every later run.
-
-  Args:
-    config: the run config.
-    workdir: the run's directory (unused: the default data is shared by
-      runs, so that a new workdir does not rebuild it).
-  """
-  del workdir
-  if config.input.data_dir:
-    load_metadata(config.input.data_dir)  # Validates it.
-    return config.input.data_dir
-  from electra_jax import default_corpus  # pylint: disable=g-import-not-at-top
-  cache = config.input.default_data_cache or os.path.join(
-      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-      "electra_jax")
-  start = time.time()
-  data_dir = default_corpus.build_default_dataset(
-      cache, max_seq_length=config.input.max_seq_length,
-      vocab_size=config.input.default_vocab_size,
-      max_bytes=config.input.default_corpus_bytes, seed=0)
-  logging.info("Default corpus data: %s (%.1f s).", data_dir,
-               time.time() - start)
-  return data_dir
+def save_tokenizer(data_dir: str, workdir: str) -> None:
+  """Copies the data's tokenizer file and `metadata.json` into
+  `workdir/tokenizer/` (process 0), so that a run's workdir alone says how
+  its ids were made (export and fine-tuning read them there)."""
+  if jax.process_index() != 0:
+    return
+  metadata = load_metadata(data_dir)
+  out = epath.Path(workdir) / TOKENIZER_DIR
+  out.mkdir(parents=True, exist_ok=True)
+  name = metadata["tokenizer"]
+  (out / name).write_bytes((epath.Path(data_dir) / name).read_bytes())
+  (out / "metadata.json").write_text(
+      json.dumps(metadata, indent=2, sort_keys=True))
 
 
 class ExampleSource:
@@ -168,20 +143,12 @@ class ExampleSource:
   def batch(self, indices: np.ndarray) -> Batch:
     """Examples at `indices` (-1: an empty row), each [len(indices), L]."""
     rows = np.flatnonzero(indices >= 0)
-    records = self.read(indices[rows]) if len(rows) else []
-    # All records in one buffer: record r is [n_a, ids...] (packing).
-    sizes = np.fromiter((len(r) for r in records), np.int64, len(records))
-    sizes //= self._dtype.itemsize
-    flat = np.frombuffer(b"".join(records), self._dtype).astype(np.int32)
-    starts = np.cumsum(sizes) - sizes
-    n_a, lengths = flat[starts], sizes - 1
-    ids = np.delete(flat, starts)
-    row_of = np.repeat(np.arange(len(records)), lengths)
-    col = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths,
-                                          lengths)
+    ids, n_a, lengths = records.decode(
+        self.read(indices[rows]) if len(rows) else [], self._dtype,
+        self._max_len, self._pad_id)
     shape = (len(indices), self._max_len)
     input_ids = np.full(shape, self._pad_id, np.int32)
-    input_ids[rows[row_of], col] = ids
+    input_ids[rows] = ids
     positions = np.arange(self._max_len)
     input_mask = np.zeros(shape, np.int32)
     segment_ids = np.zeros(shape, np.int32)
@@ -405,48 +372,3 @@ def eval_unigram_log_probs(data_dir: str, vocab_size: int,
     counts[list(exclude)] = 0
   with np.errstate(divide="ignore"):
     return np.log(counts / counts.sum()).astype(np.float32)
-
-
-def benchmark(data_dir: str, batch_size: int = 128, seconds: float = 5.0,
-              seed: int = 0) -> float:
-  """Prints and returns training batches per second (one process)."""
-  max_seq_length = load_metadata(data_dir)["max_seq_length"]
-  it = make_train_iterator(data_dir, batch_size=batch_size, seed=seed,
-                           process_index=0, process_count=1,
-                           max_seq_length=max_seq_length)
-  next(it)  # Start-up (opening files, the thread) is not counted.
-  count, start = 0, time.perf_counter()
-  while time.perf_counter() - start < seconds:
-    next(it)
-    count += 1
-  rate = count / (time.perf_counter() - start)
-  it.close()
-  print(f"{rate:.1f} batches/s of {batch_size} x {max_seq_length} "
-        f"({rate * batch_size * max_seq_length / 1e6:.2f}M tokens/s) "
-        f"from {data_dir}")
-  return rate
-
-
-def _main(argv: list[str]) -> None:
-  """`python -m electra_jax.input_pipeline --benchmark [--data_dir=...]`."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  del argv
-  flags_ = flags.FLAGS
-  if not flags_.benchmark:
-    raise app.UsageError("Only --benchmark is supported.")
-  data_dir = flags_.data_dir
-  if not data_dir:
-    from electra_jax import defaults  # pylint: disable=g-import-not-at-top
-    data_dir = prepare_data(defaults.get_config(), "")
-  benchmark(data_dir, flags_.batch_size, flags_.seconds)
-
-
-if __name__ == "__main__":
-  from absl import app as _app  # pylint: disable=g-import-not-at-top
-  from absl import flags as _flags  # pylint: disable=g-import-not-at-top
-  _flags.DEFINE_bool("benchmark", False, "Print batches/s and exit.")
-  _flags.DEFINE_string("data_dir", "", "Data; empty: the default corpus.")
-  _flags.DEFINE_integer("batch_size", 128, "Global batch size.")
-  _flags.DEFINE_float("seconds", 10.0, "How long to measure.")
-  _app.run(_main)

@@ -3,29 +3,20 @@
 Packing is the reference's (see `ExampleBuilder`). `ShardWriter` tokenizes
 one shard's lines, packs them and writes the shard's train and eval
 ArrayRecord files; whole documents go to the eval split with probability
-`eval_fraction`.
-
-Record format ("ids_v1"): one example per record, a little-endian vector of
-`record_dtype` (uint16 if vocab_size <= 65536, else int32) holding
-`[n_a, ids...]`: `ids` is `[CLS] A [SEP] B [SEP]` without padding and `n_a`
-is the length of `[CLS] A [SEP]` (segment 0; the rest is segment 1).
+`eval_fraction`. Each example is one record in the format of `records`.
 """
 
 from collections.abc import Sequence
 import os
 import random
-import typing
 
 from array_record.python import array_record_module
-import numpy as np
 
-from electra_jax import text_sources
-from electra_jax import tokenization
+from electra_jax.data import options as options_lib
+from electra_jax.data import records
+from electra_jax.data import text_sources
+from electra_jax.data import tokenization
 
-if typing.TYPE_CHECKING:  # Annotations only: preprocess imports this module.
-  from electra_jax import preprocess
-
-RECORD_FORMAT = "ids_v1"
 _ENCODE_CHUNK = 512  # Sentences per tokenizer call.
 
 
@@ -91,20 +82,10 @@ class ExampleBuilder:
     return ids, n_a
 
 
-def record_dtype(vocab_size: int) -> np.dtype:
-  """The on-disk id type: uint16 when every id fits, else int32."""
-  return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<i4")
-
-
-def encode_record(ids: Sequence[int], n_a: int, dtype: np.dtype) -> bytes:
-  """Serializes one example (see the module docstring)."""
-  return np.asarray([n_a, *ids], dtype=dtype).tobytes()
-
-
 class ShardWriter:
   """Tokenizes and packs one shard's lines, writing train and eval files."""
 
-  def __init__(self, index: int, options: "preprocess.Options",
+  def __init__(self, index: int, options: options_lib.Options,
                num_shards: int, tokenizer_file: str):
     self._tok = tokenization.load_tokenizer(
         os.path.join(options.output_dir, tokenizer_file),
@@ -116,7 +97,7 @@ class ShardWriter:
                               ids["sep_id"], random.Random(f"{seed}:{split}"))
         for split in ("train", "eval")}
     self._split_rng = random.Random(f"{seed}:split")
-    self._dtype = record_dtype(self._tok.vocab_size)
+    self._dtype = records.record_dtype(self._tok.vocab_size)
     self._options, self.stats = options, text_sources.Stats()
     self._names = {split: f"{split}-{index:05d}-of-{num_shards:05d}"
                    ".array_record" for split in ("train", "eval")}
@@ -155,7 +136,7 @@ class ShardWriter:
       path = os.path.join(self._options.output_dir, self._names[self._split])
       self._writers[self._split] = array_record_module.ArrayRecordWriter(
           path + ".tmp", "group_size:1")
-    self._writers[self._split].write(encode_record(*example, self._dtype))
+    self._writers[self._split].write(records.encode(*example, self._dtype))
     setattr(self.stats, f"{self._split}_examples",
             getattr(self.stats, f"{self._split}_examples") + 1)
 

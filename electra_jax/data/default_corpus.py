@@ -29,7 +29,8 @@ import sysconfig
 
 from absl import logging
 
-from electra_jax import preprocess
+from electra_jax.data import options as options_lib
+from electra_jax.data import preprocess
 
 CORPUS_VERSION = 1  # Bump when the text extraction changes.
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__",
@@ -239,7 +240,7 @@ def build_default_dataset(cache_root: str, *, max_seq_length: int,
     logging.info("Building the default corpus in %s (once).", data_dir)
     text_dir = os.path.join(data_dir, "text")
     write_corpus(text_dir, max_bytes)
-    preprocess.preprocess(preprocess.Options(
+    preprocess.preprocess(options_lib.Options(
         output_dir=data_dir, inputs=(os.path.join(text_dir, "*.txt"),),
         vocab_size=vocab_size, max_seq_length=max_seq_length, seed=seed,
         num_workers=num_workers or 1))

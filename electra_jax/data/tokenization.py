@@ -78,7 +78,7 @@ class Tokenizer(abc.ABC):
           f"Tokenizer {self.path} lacks the special token(s) "
           f"{', '.join(missing)}; ELECTRA needs all of "
           f"{', '.join(SPECIAL_TOKENS.values())}. Train a sentencepiece model "
-          "with electra_jax.tokenization.train_sentencepiece (or run "
+          "with electra_jax.data.tokenization.train_sentencepiece (or run "
           "electra_jax.preprocess with --vocab_size), or add them to the "
           "vocabulary.")
     return ids

@@ -17,11 +17,9 @@ import dataclasses
 import glob
 import os
 import re
-import typing
 from typing import Any
 
-if typing.TYPE_CHECKING:  # Annotations only: preprocess imports this module.
-  from electra_jax import preprocess
+from electra_jax.data import options as options_lib
 
 # Split after ., ! or ? (and closing quotes/brackets) when whitespace and an
 # upper-case letter, digit or opening quote follow. Not after initials or a
@@ -165,7 +163,7 @@ def _tfds_texts(piece: Piece, data_dir: str, text_key: str) -> Iterator[Any]:
     yield example[text_key]
 
 
-def shard_lines(pieces: Sequence[Piece], options: "preprocess.Options",
+def shard_lines(pieces: Sequence[Piece], options: options_lib.Options,
                 stats: Stats, warnings: list[str]) -> Iterator[str | None]:
   """Non-blank stripped lines of a shard; None marks a document's end."""
   for piece in pieces:
@@ -206,7 +204,7 @@ def shard_lines(pieces: Sequence[Piece], options: "preprocess.Options",
           "this text?).")
 
 
-def list_inputs(options: "preprocess.Options", warnings: list[str]
+def list_inputs(options: options_lib.Options, warnings: list[str]
                 ) -> tuple[list[tuple[str, int]], int]:
   """Returns the sources with their sizes, and the number of empty files."""
   if options.tfds:
