@@ -12,8 +12,10 @@ usage() {
 Usage: launch/local_multiprocess.sh [OPTIONS] --workdir DIR [-- CONFIG_OVERRIDES...]
 
 Run from the repository root. Starts N background processes of
-python -m electra_jax.main, each logging to DIR/logs/process_<i>.log, waits
-for all of them and exits non-zero (stopping the others) if any fails.
+python -m electra_jax.main, each logging to DIR/logs/process_<i>.log (its pid
+in DIR/logs/process_<i>.pid), waits for all of them and exits non-zero
+(stopping the others) if any fails. SIGTERM to any one process stops them
+all at the same step, after a checkpoint: a preemption rehearsal.
 
 Options:
   --num_processes N        processes to start [2]
@@ -109,6 +111,7 @@ for (( i = 0; i < NUM_PROCESSES; i++ )); do
     "${cmd[@]}" >"$log" 2>&1 </dev/null &
     set +m
     pids+=("$!")
+    echo "$!" > "$LOGDIR/process_$i.pid"
   fi
 done
 (( ! DRY_RUN )) || exit 0

@@ -1,11 +1,15 @@
 #!/bin/bash
 # Runs electra_jax on a Cloud TPU VM or pod slice (modelled on big_vision's
-# run_tpu.sh): create or reuse the VM, ship this checkout to every worker,
-# install the pinned requirements plus jax[tpu], then start the same
+# run_tpu.sh): create or reuse the VM (directly, or through a queued
+# resource for Spot / best-effort capacity), ship this checkout to every
+# worker, install the pinned requirements plus jax[tpu], then start the same
 #   python -m electra_jax.main --config=CONFIG --workdir=WORKDIR [overrides]
-# on all workers. `jax.distributed.initialize()` finds the other workers by
-# itself on a pod slice, so nothing else is set. Hyperparameters live in
-# configs/; pass one-off changes after `--` as --config.a.b=v.
+# on all workers through launch/tpu_worker.sh, which keeps each worker's log
+# and copies it to WORKDIR/logs/worker_<i>.log when the run ends.
+# electra_jax.runtime finds the other workers the way
+# `jax.distributed.initialize()` does (the TPU metadata server), so nothing
+# else is set. Hyperparameters live in configs/; pass one-off changes after
+# `--` as --config.a.b=v.
 set -euo pipefail
 
 usage() {
@@ -13,16 +17,24 @@ usage() {
 Usage: launch/tpu_vm.sh [OPTIONS] COMMAND [-- CONFIG_OVERRIDES...]
 
 Commands:
-  create   create the TPU VM / pod slice unless it already exists
+  create   create the TPU VM / pod slice unless it already exists; with
+           --queued, request it as a queued resource and wait until ACTIVE
   setup    copy this checkout (git-tracked and untracked, non-ignored files)
            to ~/electra_jax on every worker; make a Python 3.11 venv there and
            pip install requirements.txt plus the matching jax[tpu]
   run      start python -m electra_jax.main in the background on every
            worker (--worker=all); output goes to ~/electra_jax/logs/train.log
+           and, when the run ends, to WORKDIR/logs/worker_<i>.log
   logs     follow the log of one worker (--worker, default 0)
+  collect  copy every worker's log to WORKDIR/logs/worker_<i>.log now
   stop     send SIGTERM to the run on every worker (it saves a checkpoint)
-  delete   delete the TPU VM
+  delete   delete the TPU VM (with --queued: the queued resource and its VM)
   all      create, setup, run, logs
+
+Before creating or using a TPU, commands given a gs:// --workdir check from
+this machine that the workdir can be written, read back and deleted, and
+stop in seconds, naming the path, if not; `run` repeats the check on every
+worker, whose service account is what the training uses.
 
 Options (defaults in brackets, most also read from the environment):
   --name NAME        TPU VM name [$TPU_NAME or electra-jax]
@@ -30,9 +42,18 @@ Options (defaults in brackets, most also read from the environment):
   --type TYPE        accelerator type, e.g. v4-8, v4-32, v5litepod-16, v6e-8
                      [$ACCELERATOR_TYPE or v4-8]
   --version VERSION  TPU software version [by type: tpu-ubuntu2204-base for
-                     v2-v4, v2-alpha-tpuv5-lite, v2-alpha-tpuv5, v2-alpha-tpuv6e]
+                     v2-v4, v2-alpha-tpuv5-lite, v2-alpha-tpuv5,
+                     v2-alpha-tpuv6e]
   --project PROJECT  GCP project [$PROJECT or gcloud's default]
-  --spot             create a Spot VM
+  --spot             Spot capacity (preemptible: the run gets SIGTERM,
+                     saves, and `run` again resumes it)
+  --queued           create through a queued resource named NAME (waits in
+                     the queue instead of failing when capacity is short)
+  --best-effort      queued, best-effort capacity (gcloud alpha; implies
+                     --queued)
+  --compile_cache DIR  persistent JAX compilation cache, shared by runs and
+                     restarts [gs://BUCKET/jax_cache for a gs:// --workdir,
+                     else none]; "none" turns it off
   --config PATH      config file, relative to the repository [configs/base.py]
   --workdir DIR      run directory, normally gs://BUCKET/PATH (needed by run)
   --worker N         worker whose log `logs` follows [0]
@@ -46,6 +67,7 @@ EOF
 }
 
 DRY_RUN=0
+QR_POLL_SECONDS="${QR_POLL_SECONDS:-30}"  # Queued-resource state polling.
 REMOTE_DIR=electra_jax  # Relative to the home directory on each worker.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -75,6 +97,9 @@ TYPE="${ACCELERATOR_TYPE:-v4-8}"
 VERSION=""
 PROJECT="${PROJECT:-}"
 SPOT=0
+QUEUED=0
+BEST_EFFORT=0
+COMPILE_CACHE=""
 CONFIG="configs/base.py"
 WORKDIR=""
 WORKER=0
@@ -91,6 +116,9 @@ while (( $# )); do
     -h|--help) usage; exit 0 ;;
     --dry-run|--dry_run) DRY_RUN=1; shift ;;
     --spot) SPOT=1; shift ;;
+    --queued) QUEUED=1; shift ;;
+    --best-effort|--best_effort) BEST_EFFORT=1; QUEUED=1; shift ;;
+    --compile_cache|--compile-cache) need "$@"; COMPILE_CACHE="$2"; shift 2 ;;
     --name) need "$@"; NAME="$2"; shift 2 ;;
     --zone) need "$@"; ZONE="$2"; shift 2 ;;
     --type) need "$@"; TYPE="$2"; shift 2 ;;
@@ -100,7 +128,7 @@ while (( $# )); do
     --workdir) need "$@"; WORKDIR="$2"; shift 2 ;;
     --worker) need "$@"; WORKER="$2"; shift 2 ;;
     --) shift; OVERRIDES=("$@"); break ;;
-    create|setup|run|logs|stop|delete|all)
+    create|setup|run|logs|collect|stop|delete|all)
       [[ -z "$COMMAND" ]] || die "only one command, got $COMMAND and $1"
       COMMAND="$1"; shift ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -108,10 +136,38 @@ while (( $# )); do
 done
 [[ -n "$COMMAND" ]] || { usage >&2; exit 2; }
 VERSION="${VERSION:-$(default_version "$TYPE")}"
+(( ! (SPOT && BEST_EFFORT) )) || die "choose one of --spot and --best-effort"
+WORKDIR="${WORKDIR%/}"
+if [[ -z "$COMPILE_CACHE" && "$WORKDIR" == gs://* ]]; then
+  bucket="${WORKDIR#gs://}"
+  COMPILE_CACHE="gs://${bucket%%/*}/jax_cache"
+fi
+[[ "$COMPILE_CACHE" != none ]] || COMPILE_CACHE=""
 
 GCLOUD_FLAGS=("--zone=$ZONE")
 [[ -z "$PROJECT" ]] || GCLOUD_FLAGS+=("--project=$PROJECT")
 TPU=(gcloud compute tpus tpu-vm)
+QR=(gcloud compute tpus queued-resources)
+# Best-effort capacity is only in the alpha track of gcloud.
+(( ! BEST_EFFORT )) || QR=(gcloud alpha compute tpus queued-resources)
+
+# Writes, reads back and deletes a marker under the gs:// workdir with this
+# machine's credentials: a missing bucket or a permission error ends the
+# script in seconds, naming the path, before any TPU is created or used.
+preflight() {
+  [[ "$WORKDIR" == gs://* ]] || return 0
+  local marker="$WORKDIR/.tpu_vm_preflight_$$" err
+  printf '+ echo ok | %s\n' \
+    "$(quote_args gcloud storage cp --quiet - "$marker")"
+  printf '+ %s\n' "$(quote_args gcloud storage cat "$marker")" \
+    "$(quote_args gcloud storage rm --quiet "$marker")"
+  (( ! DRY_RUN )) || return 0
+  if ! err="$(echo ok | gcloud storage cp --quiet - "$marker" 2>&1)" \
+      || ! err="$(gcloud storage cat "$marker" 2>&1)" \
+      || ! err="$(gcloud storage rm --quiet "$marker" 2>&1)"; then
+    die "cannot write, read and delete under $WORKDIR: ${err##*$'\n'}"
+  fi
+}
 
 # Runs a shell command line on the given workers ("all" or an index).
 on_workers() {
@@ -119,6 +175,10 @@ on_workers() {
 }
 
 do_create() {
+  if (( QUEUED )); then
+    create_queued
+    return
+  fi
   if (( DRY_RUN )); then
     echo "# (create is skipped when" \
       "'gcloud compute tpus tpu-vm describe $NAME' finds the VM)"
@@ -130,6 +190,44 @@ do_create() {
   local flags=("--accelerator-type=$TYPE" "--version=$VERSION")
   (( ! SPOT )) || flags+=(--spot)
   run "${TPU[@]}" create "$NAME" "${GCLOUD_FLAGS[@]}" "${flags[@]}"
+}
+
+qr_state() {
+  "${QR[@]}" describe "$NAME" "${GCLOUD_FLAGS[@]}" \
+    --format='value(state.state)' 2>/dev/null
+}
+
+# A queued resource NAME whose TPU VM is also NAME: requested once, then
+# waited on (it may sit in WAITING_FOR_RESOURCES for hours) until ACTIVE.
+create_queued() {
+  local flags=("--node-id=$NAME" "--accelerator-type=$TYPE"
+               "--runtime-version=$VERSION") state=""
+  (( ! SPOT )) || flags+=(--spot)
+  (( ! BEST_EFFORT )) || flags+=(--best-effort)
+  if (( DRY_RUN )); then
+    echo "# (create is skipped when '${QR[*]} describe $NAME' finds the" \
+      "queued resource; then it waits until its state is ACTIVE)"
+    run "${QR[@]}" create "$NAME" "${GCLOUD_FLAGS[@]}" "${flags[@]}"
+    return 0
+  fi
+  state="$(qr_state)" || state=""
+  if [[ -z "$state" ]]; then
+    run "${QR[@]}" create "$NAME" "${GCLOUD_FLAGS[@]}" "${flags[@]}"
+  else
+    echo "tpu_vm.sh: reusing the queued resource $NAME ($state)"
+  fi
+  while :; do
+    state="$(qr_state)" || state=""
+    case "$state" in
+      ACTIVE) echo "tpu_vm.sh: queued resource $NAME is ACTIVE"; return 0 ;;
+      FAILED|SUSPENDING|SUSPENDED)
+        die "queued resource $NAME is $state; see" \
+          "'${QR[*]} describe $NAME', then delete it and create again" ;;
+    esac
+    echo "tpu_vm.sh: queued resource $NAME is ${state:-not visible yet};" \
+      "checking again in ${QR_POLL_SECONDS}s"
+    sleep "$QR_POLL_SECONDS"
+  done
 }
 
 do_setup() {
@@ -171,23 +269,37 @@ sudo apt-get install -y -qq python3.11 python3.11-venv; }; \
 }
 
 do_run() {
-  [[ -n "$WORKDIR" ]] || die "run needs --workdir (e.g. gs://BUCKET/electra/run1)"
+  [[ -n "$WORKDIR" ]] || die "run needs --workdir" \
+    "(e.g. gs://BUCKET/electra/run1)"
   [[ "$WORKDIR" == gs://* ]] || echo "tpu_vm.sh: warning: --workdir" \
     "$WORKDIR is not gs://; on a pod slice each worker writes its own disk" >&2
-  local python_cmd
-  python_cmd="$(quote_args python -m electra_jax.main "--config=$CONFIG" \
+  local worker_cmd envs=()
+  if [[ -n "$COMPILE_CACHE" ]]; then
+    envs+=("JAX_COMPILATION_CACHE_DIR=$COMPILE_CACHE")
+  fi
+  worker_cmd="$(quote_args env ${envs[@]+"${envs[@]}"} \
+    bash launch/tpu_worker.sh run "$WORKDIR/logs" -- \
+    python -m electra_jax.main "--config=$CONFIG" \
     "--workdir=$WORKDIR" ${OVERRIDES[@]+"${OVERRIDES[@]}"})"
-  # setsid + nohup + redirects: the run outlives the ssh session.
+  # The worker check uses the VM's service account, which the run uses.
+  # setsid + nohup + redirects: the run outlives the ssh session;
+  # tpu_worker.sh writes logs/train.log and logs/train.pid.
   on_workers all "cd $REMOTE_DIR && mkdir -p logs && \
 if [ -f logs/train.pid ] && kill -0 \"\$(cat logs/train.pid)\" 2>/dev/null; \
 then echo \"already running on \$(hostname); use stop first\" >&2; exit 1; fi \
+&& bash launch/tpu_worker.sh check $(quote_args "$WORKDIR") \
 && . .venv/bin/activate && \
-{ setsid nohup $python_cmd > logs/train.log 2>&1 < /dev/null & \
-echo \$! > logs/train.pid; }"
+{ setsid nohup $worker_cmd > logs/worker.log 2>&1 < /dev/null & }"
 }
 
 do_logs() {
   on_workers "$WORKER" "tail -n 200 -F $REMOTE_DIR/logs/train.log"
+}
+
+do_collect() {
+  [[ -n "$WORKDIR" ]] || die "collect needs --workdir"
+  on_workers all "cd $REMOTE_DIR && bash launch/tpu_worker.sh collect \
+$(quote_args "$WORKDIR/logs")"
 }
 
 do_stop() {
@@ -196,16 +308,21 @@ do_stop() {
 }
 
 do_delete() {
-  run "${TPU[@]}" delete "$NAME" "${GCLOUD_FLAGS[@]}" --quiet
+  if (( QUEUED )); then  # --force: the TPU VM goes with it.
+    run "${QR[@]}" delete "$NAME" "${GCLOUD_FLAGS[@]}" --force --quiet
+  else
+    run "${TPU[@]}" delete "$NAME" "${GCLOUD_FLAGS[@]}" --quiet
+  fi
 }
 
 case "$COMMAND" in
-  create) do_create ;;
-  setup) do_setup ;;
-  run) do_run ;;
+  create) preflight; do_create ;;
+  setup) preflight; do_setup ;;
+  run) preflight; do_run ;;
   logs) do_logs ;;
+  collect) do_collect ;;
   stop) do_stop ;;
   delete) do_delete ;;
   all) [[ -n "$WORKDIR" ]] || die "all needs --workdir"
-       do_create; do_setup; do_run; do_logs ;;
+       preflight; do_create; do_setup; do_run; do_logs ;;
 esac
