@@ -119,7 +119,8 @@ def run(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
   # so that it sees the same machine as they do: on a shared or throttled
   # host the matmul rate moves by tens of percent from minute to minute,
   # and a peak taken only once moves MFU with it.
-  probe = matmul_probe(config.model.dtype)
+  dtype = str(train_lib.compute_dtype(config.model.dtype))
+  probe = matmul_probe(dtype)
   with sharding.use(mesh, rules):
     built = train_lib.build(config, spec, mesh, rules, jax.random.key(0))
     batch = sharding.global_batch(synthetic_batch(config, spec), mesh)
@@ -145,11 +146,11 @@ def run(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
   step_s = statistics.median(times)
   n_dev = jax.device_count()
   achieved = per_seq["total"] * b / step_s / n_dev
-  peak = max(max(rates), measure_matmul_peak(config.model.dtype, probe=probe))
+  peak = max(max(rates), measure_matmul_peak(dtype, probe=probe))
   out = {
       "device": jax.devices()[0].device_kind,
       "num_devices": n_dev,
-      "dtype": config.model.dtype,
+      "dtype": dtype,
       "batch_size": b,
       "seq_len": length,
       "compile_seconds": compile_s,

@@ -23,10 +23,10 @@ Orbax writes each step to a temporary directory and renames it when the save
 is complete, so a save killed midway is never picked up by (1).
 """
 
-import os
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -38,8 +38,15 @@ _STRUCTURAL = ("model", "generator", "objective.electra_objective",
                "objective.uniform_generator", "input.max_seq_length")
 
 
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+def _resolve(path: str) -> epath.Path:
+  """A local path made absolute (orbax needs that); a URL as it is."""
+  path = epath.Path(path)
+  return path if "://" in str(path) else path.resolve()
+
+
+def checkpoint_dir(workdir: str) -> epath.Path:
+  """`workdir/checkpoints`: local or in a bucket (gs://...)."""
+  return _resolve(workdir) / "checkpoints"
 
 
 def make_manager(workdir: str, *, max_to_keep: int = 0,
@@ -117,7 +124,7 @@ def restore_or_initialize(
   """
   step = manager.latest_step()
   if step is not None:
-    where = os.path.join(str(manager.directory), str(step))
+    where = str(epath.Path(manager.directory) / str(step))
     saved = manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"]
     check_compatible(saved, record, where)
@@ -163,7 +170,7 @@ def load_init_params(path: str, record: dict[str, Any], params: Any,
   subdirectories (as `python -m electra_jax.export` writes, or as released
   ELECTRA checkpoints come when put side by side).
   """
-  if os.path.isdir(checkpoint_dir(path)):
+  if checkpoint_dir(path).is_dir():
     other = make_manager(path, read_only=True)
     step = other.latest_step()
     if step is None:
@@ -176,14 +183,14 @@ def load_init_params(path: str, record: dict[str, Any], params: Any,
         params=ocp.args.StandardRestore(_abstract(params, shardings))))
     logging.info("Initialised params from %s (step %d).", path, step)
     return restored["params"]
-  disc, gen = (os.path.join(path, "discriminator"),
-               os.path.join(path, "generator"))
-  if not (os.path.isdir(disc) and os.path.isdir(gen)):
+  disc, gen = (epath.Path(path) / "discriminator",
+               epath.Path(path) / "generator")
+  if not (disc.is_dir() and gen.is_dir()):
     raise ValueError(
         f"init_from={path}: neither an electra_jax workdir (no checkpoints/) "
         "nor a directory with transformers discriminator/ and generator/.")
   _, _, loaded = convert.load_pretraining_pair(
-      disc, gen, record["generator"]["untied_generator_embeddings"])
+      str(disc), str(gen), record["generator"]["untied_generator_embeddings"])
   _check_shapes(loaded, params, path)
   logging.info("Initialised params from transformers checkpoints in %s.",
                path)

@@ -10,14 +10,14 @@ out.
 """
 
 import json
-import os
-import shutil
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 
 from electra_jax import convert
+from electra_jax import errors
 from electra_jax import model as model_lib
 from electra_jax import pretrained
 from electra_jax import reporting
@@ -26,13 +26,13 @@ from electra_jax import train as train_lib
 
 
 def _copy_tokenizer(workdir: str, out: str) -> None:
-  src = pretrained.tokenizer_path(workdir)
-  name = os.path.basename(src)
-  shutil.copyfile(src, os.path.join(out, name))
-  if name == "vocab.txt":  # transformers' ElectraTokenizer reads these.
-    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
-      json.dump({"tokenizer_class": "ElectraTokenizer",
-                 "do_lower_case": True}, f, indent=2, sort_keys=True)
+  src = epath.Path(pretrained.tokenizer_path(workdir))
+  out = epath.Path(out)
+  src.copy(out / src.name, overwrite=True)
+  if src.name == "vocab.txt":  # transformers' ElectraTokenizer reads these.
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "ElectraTokenizer", "do_lower_case": True},
+        indent=2, sort_keys=True))
 
 
 def export(workdir: str, output: str, step: int | None = None) -> list[str]:
@@ -42,13 +42,13 @@ def export(workdir: str, output: str, step: int | None = None) -> list[str]:
   if "discriminator" in params:
     module = model_lib.ElectraDiscriminator(
         train_lib.discriminator_config(config, config.model.vocab_size))
-    written.append(os.path.join(output, "discriminator"))
+    written.append(str(epath.Path(output) / "discriminator"))
     convert.save_transformers(module, model_lib.discriminator_params(params),
                               written[-1])
   if "generator" in params:
     module = model_lib.ElectraGenerator(
         train_lib.generator_config(config, config.model.vocab_size))
-    written.append(os.path.join(output, "generator"))
+    written.append(str(epath.Path(output) / "generator"))
     convert.save_transformers(module, model_lib.generator_params(params),
                               written[-1])
   for out in written:
@@ -63,6 +63,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   reporting.quiet_library_logs()
   f = flags.FLAGS
+  errors.check_writable(f.output)
   for path in export(f.workdir, f.output, f.step):
     print(path)
 
@@ -78,4 +79,4 @@ def _define_flags() -> None:
 if __name__ == "__main__":
   _define_flags()
   flags.mark_flags_as_required(["workdir", "output"])
-  app.run(main)
+  errors.run(main)

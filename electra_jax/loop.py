@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -187,7 +188,7 @@ class ProfileWindow:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self._first = config.profile_start_step
     self._last = self._first + config.profile_num_steps - 1
-    self._dir = os.path.join(workdir, "profile")
+    self._dir = str(epath.Path(workdir) / "profile")
     self._on = False
 
   def before(self, step: int) -> None:

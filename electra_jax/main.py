@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from electra_jax import errors
 from electra_jax import loop
 from electra_jax import runtime
 
@@ -27,8 +28,9 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. "
                          "Overrides look like --config.input.batch_size=8.")
   runtime.setup()
+  errors.check_writable(FLAGS.workdir)
   loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

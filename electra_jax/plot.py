@@ -9,14 +9,13 @@ here and the protos come from tensorboardX. Train curves are lines, eval
 curves markers; one color per run.
 """
 
-import glob
-import os
 import struct
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
@@ -41,7 +40,7 @@ _PANELS = (
 
 def _read_records(path):
   """Yields the payloads of one TFRecord file, stopping at a partial tail."""
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     data = f.read()
   pos = 0
   while pos < len(data):
@@ -103,7 +102,8 @@ def load_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
   Raises:
     ValueError: `workdir` holds no event files (or does not exist).
   """
-  paths = glob.glob(os.path.join(workdir, _PATTERN))
+  root = epath.Path(workdir)
+  paths = sorted(str(p) for p in root.glob(_PATTERN)) if root.is_dir() else []
   if not paths:
     raise ValueError(f"{workdir} has no TensorBoard event files ({_PATTERN})")
   # File names hold whole seconds only, so order by the recorded wall time.
@@ -139,7 +139,7 @@ def plot_runs(workdirs, output, labels=None, smooth=0.0):
   """
   if not workdirs:
     raise ValueError("give at least one --workdir")
-  labels = labels or [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  labels = labels or [epath.Path(w).name for w in workdirs]
   if len(labels) != len(workdirs):
     raise ValueError(f"{len(labels)} labels for {len(workdirs)} workdirs")
   if not 0 <= smooth < 1:
@@ -198,8 +198,9 @@ def plot_runs(workdirs, output, labels=None, smooth=0.0):
   fig.legend(handles, labels, loc="upper center", ncol=min(len(runs), 6),
              frameon=False)
   fig.tight_layout(rect=(0, 0, 1, 0.94))
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  fig.savefig(output, dpi=100)
+  epath.Path(output).parent.mkdir(parents=True, exist_ok=True)
+  with epath.Path(output).open("wb") as f:  # A file in a bucket too.
+    fig.savefig(f, dpi=100, format=epath.Path(output).suffix[1:] or "png")
   plt.close(fig)
 
 

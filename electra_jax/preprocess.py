@@ -30,9 +30,9 @@ This file is only the command line (this docstring is its `--help`); the
 code is in `electra_jax/data/`.
 """
 
-from absl import app
 from absl import flags
 
+from electra_jax import errors
 from electra_jax.data import preprocess
 
 if __name__ == "__main__":
@@ -40,4 +40,4 @@ if __name__ == "__main__":
   # The flags are defined in electra_jax.data.preprocess; adopting them
   # makes `--help` list them as this program's own.
   flags.adopt_module_key_flags(preprocess)
-  app.run(preprocess.main)
+  errors.run(preprocess.main)

@@ -7,9 +7,9 @@ whatever mesh they were saved from.
 """
 
 import json
-import os
 from typing import Any
 
+from etils import epath
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -23,24 +23,22 @@ from electra_jax.data import input_pipeline
 
 def tokenizer_path(workdir: str) -> str:
   """The tokenizer file of a run (a sentencepiece .model or vocab.txt)."""
-  meta_file = os.path.join(workdir, input_pipeline.TOKENIZER_DIR,
-                           "metadata.json")
-  if not os.path.exists(meta_file):
+  meta_file = epath.Path(workdir) / input_pipeline.TOKENIZER_DIR / (
+      "metadata.json")
+  if not meta_file.exists():
     raise FileNotFoundError(f"{meta_file}: missing; is {workdir} the workdir "
                             "of an electra_jax pretraining run?")
-  with open(meta_file) as f:
-    name = json.load(f)["tokenizer"]
-  return os.path.join(workdir, input_pipeline.TOKENIZER_DIR, name)
+  name = json.loads(meta_file.read_text())["tokenizer"]
+  return str(epath.Path(workdir) / input_pipeline.TOKENIZER_DIR / name)
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """A run's record (`config.json`): its config with the data's facts."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
     raise FileNotFoundError(f"{path}: missing; is {workdir} the workdir of "
                             "an electra_jax pretraining run?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def restore_params(workdir: str, step: int | None = None
@@ -84,14 +82,14 @@ def load_discriminator(path: str) -> tuple[model_lib.ModelConfig, Any]:
     (ModelConfig, params {"embeddings", "discriminator"}); the generator and
     the optimizer state are dropped.
   """
-  if os.path.isdir(checkpointing.checkpoint_dir(path)):
+  if checkpointing.checkpoint_dir(path).is_dir():
     config, params, _ = restore_params(path)
     if "discriminator" not in params:
       raise ValueError(f"{path}: an MLM-only run has no discriminator.")
     return (train_lib.discriminator_config(config, config.model.vocab_size),
             model_lib.discriminator_params(params))
-  if os.path.isdir(os.path.join(path, "discriminator")):
-    path = os.path.join(path, "discriminator")
+  if (epath.Path(path) / "discriminator").is_dir():
+    path = str(epath.Path(path) / "discriminator")
   module, params = convert.load_transformers(path)
   if not isinstance(module, model_lib.ElectraDiscriminator):
     raise ValueError(f"{path}: a generator checkpoint, not a discriminator.")

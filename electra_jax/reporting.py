@@ -8,23 +8,48 @@ written with tensorboardX, and only by process 0.
 import json
 import logging as logging_std
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Mapping
 
 from absl import logging
+from etils import epath
 from flax import traverse_util
 import jax
 import numpy as np
 
 
 class MetricWriter:
-  """TensorBoard scalars and hparams in `workdir`, from process 0 only."""
+  """TensorBoard scalars and hparams in `workdir`, from process 0 only.
+
+  For a gs:// workdir the event files are written to a local directory and
+  copied to the bucket after every write and at `close` (tensorboardX's own
+  bucket writer uploads again when it is garbage-collected, after `close`).
+  """
 
   def __init__(self, workdir: str):
     self._writer = None
+    self._local, self._remote = None, None
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._writer = SummaryWriter(logdir=workdir)
+      logdir = workdir
+      if "://" in str(workdir):
+        self._local = tempfile.mkdtemp(prefix="electra_jax_events_")
+        self._remote = epath.Path(workdir)
+        logdir = self._local
+      self._writer = SummaryWriter(logdir=logdir)
+
+  def _sync(self) -> None:
+    """Copies the local event files to the bucket (a remote workdir)."""
+    if self._local is None:
+      return
+    for root, _, names in os.walk(self._local):  # A local directory.
+      for name in names:
+        relative = os.path.relpath(os.path.join(root, name), self._local)
+        target = self._remote / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        epath.Path(root, name).copy(target, overwrite=True)
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if self._writer is None:
@@ -32,6 +57,7 @@ class MetricWriter:
     for name, value in scalars.items():
       self._writer.add_scalar(name, float(value), global_step=step)
     self._writer.flush()
+    self._sync()
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     if self._writer is None:
@@ -39,19 +65,25 @@ class MetricWriter:
     flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
             for k, v in hparams.items()}
     self._writer.add_hparams(flat, {}, name="hparams")
+    self._sync()
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+      self._sync()
+      if self._local is not None:
+        shutil.rmtree(self._local, ignore_errors=True)
+      self._writer = None
 
 
 def write_config(record: dict[str, Any], workdir: str) -> None:
   """Saves a run's config record as `workdir/config.json` (process 0)."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(json.dumps(record, indent=2, sort_keys=True))
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(json.dumps(record, indent=2,
+                                                  sort_keys=True))
 
 
 def flat_config(record: dict[str, Any]) -> dict[str, Any]:

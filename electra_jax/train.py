@@ -78,6 +78,16 @@ class StepConfig:
     )
 
 
+def compute_dtype(name: str) -> jnp.dtype:
+  """The compute dtype `model.dtype` names. "auto" is bfloat16 on GPU and
+  TPU (params, optimizer state, softmax, losses and sampling stay float32)
+  and float32 on CPU, where XLA's bfloat16 products are slower."""
+  if name == "auto":
+    accelerator = jax.default_backend() in ("gpu", "tpu")
+    return jnp.dtype(jnp.bfloat16 if accelerator else jnp.float32)
+  return jnp.dtype(name)
+
+
 def discriminator_config(config: ml_collections.ConfigDict,
                          vocab_size: int) -> model_lib.ModelConfig:
   """The discriminator's `ModelConfig`: the run config's `model` section
@@ -96,7 +106,7 @@ def discriminator_config(config: ml_collections.ConfigDict,
       type_vocab_size=m.type_vocab_size,
       initializer_range=m.initializer_range,
       layer_norm_eps=m.layer_norm_eps,
-      dtype=jnp.dtype(m.dtype),
+      dtype=compute_dtype(m.dtype),
       param_dtype=jnp.dtype(m.param_dtype),
       attention_impl=m.attention_impl,
       scan_layers=m.scan_layers,
@@ -123,18 +133,12 @@ def generator_config(config: ml_collections.ConfigDict,
     raise ValueError(
         f"generator_hidden_size={g.generator_hidden_size} and "
         f"generator_layers={g.generator_layers} give a generator of width "
-        f"{hidden} and depth {layers}; both must be at least 1."
-    )
+        f"{hidden} and depth {layers}; both must be at least 1.")
   return dataclasses.replace(
-      disc,
-      embedding_size=(
-          hidden if g.untied_generator_embeddings else disc.embedding_size
-      ),
-      hidden_size=hidden,
-      num_hidden_layers=layers,
-      num_attention_heads=max(1, hidden // 64),
-      intermediate_size=4 * hidden,
-  )
+      disc, hidden_size=hidden, num_hidden_layers=layers,
+      embedding_size=(hidden if g.untied_generator_embeddings
+                      else disc.embedding_size),
+      num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
 
 
 def pretraining_model(config: ml_collections.ConfigDict,
@@ -332,12 +336,8 @@ def _unigram_fakes(params, batch: Batch, masked: objective.MaskedInputs,
                    rng: jax.Array, unigram_log_probs: jax.Array, *,
                    model: nn.Module):
   """The discriminator on the same positions filled from the unigram
-  distribution instead of the generator.
-
-  Such fakes are as frequent as real tokens, so a token's identity says
-  nothing about whether it was replaced: only context does. The AUC on
-  them measures what the discriminator has learned about context, on a
-  task that does not move as the generator improves.
+  distribution: fakes as frequent as real tokens, so that only context
+  tells them apart, on a task that does not move as the generator learns.
   """
   sampled = jax.random.categorical(rng, unigram_log_probs,
                                    shape=masked.positions.shape)

@@ -103,3 +103,61 @@ def test_model_and_layers_never_see_the_run_config_or_the_data():
       assert not {d for d in deps if d.startswith("electra_jax.data")
                   or d in ("electra_jax.loop", "electra_jax.train",
                            "electra_jax.defaults")}, (name, deps)
+
+
+# Where a local file is meant (a path never from a user, or a build that
+# the bucket path stages locally first); everywhere else a user path goes
+# through etils.epath, so gs:// works.
+_LOCAL_BY_DESIGN = {
+    # Builds in a local directory; gs:// output is staged, then uploaded.
+    ("electra_jax.data.preprocess", "_write_json"),
+    ("electra_jax.data.preprocess", "_prepare_tokenizer"),
+    ("electra_jax.data.preprocess", "preprocess"),
+    ("electra_jax.data.preprocess", "_preprocess_to_bucket"),
+    ("electra_jax.data.preprocess", "_finish"),
+    ("electra_jax.data.packing", "close"),  # ArrayRecordWriter: local.
+    ("electra_jax.data.tokenization", "train_sentencepiece"),
+    # Reads installed packages' files; its text is gathered locally.
+    ("electra_jax.data.default_corpus", "_walk"),
+    ("electra_jax.data.default_corpus", "_docstrings"),
+    ("electra_jax.data.default_corpus", "_read_text"),
+    ("electra_jax.data.default_corpus", "iter_raw_documents"),
+    ("electra_jax.data.default_corpus", "write_corpus"),
+    ("electra_jax.data.default_corpus", "build_default_dataset"),
+    ("electra_jax.data.text_sources", "_glob"),  # The local branch.
+    ("electra_jax.reporting", "close"),  # Its local copy of the events.
+}
+_LOCAL_CALLS = {"open", "os.path.abspath", "os.path.exists",
+                "os.path.isdir", "os.path.isfile", "os.path.getsize",
+                "os.makedirs", "os.replace", "os.remove", "os.listdir",
+                "shutil.copyfile", "shutil.copy", "shutil.rmtree",
+                "glob.glob"}
+
+
+def _call_name(node: ast.Call) -> str:
+  parts, f = [], node.func
+  while isinstance(f, ast.Attribute):
+    parts.append(f.attr)
+    f = f.value
+  if not isinstance(f, ast.Name):  # e.g. `epath.Path(p).open()`.
+    return ""
+  parts.append(f.id)
+  return ".".join(reversed(parts))
+
+
+def test_user_paths_go_through_epath():
+  found = set()
+  for name, path in _modules().items():
+    def visit(node, function):
+      for child in ast.iter_child_nodes(node):
+        inner = (child.name if isinstance(
+            child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function)
+        if isinstance(child, ast.Call) and _call_name(child) in _LOCAL_CALLS:
+          found.add((name, function, _call_name(child)))
+        visit(child, inner)
+    visit(ast.parse(path.read_text()), "<module>")
+  unexpected = sorted(f for f in found if f[:2] not in _LOCAL_BY_DESIGN)
+  assert not unexpected, unexpected
+  stale = _LOCAL_BY_DESIGN - {f[:2] for f in found}
+  assert not stale, sorted(stale)  # Keep the list exact.
+  assert ("electra_jax.data.text_sources", "_glob", "glob.glob") in found

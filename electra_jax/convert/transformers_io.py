@@ -8,16 +8,17 @@ transformers itself is not needed: config and weights are read and written
 directly, so export works in a JAX-only environment.
 """
 
+import io
 import json
-import os
 from typing import Any
 
+from etils import epath
 import flax.linen as nn
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors import numpy as safetensors_numpy
 
 from electra_jax import model as model_lib
 from electra_jax.convert import names
@@ -32,16 +33,15 @@ class ConversionError(ValueError):
 
 
 def _read_config(path: str) -> dict[str, Any]:
-  if not os.path.isdir(path):
+  if not epath.Path(path).is_dir():
     raise ConversionError(f"{path}: not a directory. Pass a transformers "
                           "ELECTRA directory (config.json + model.safetensors).")
-  config_file = os.path.join(path, "config.json")
-  if not os.path.exists(config_file):
+  config_file = epath.Path(path) / "config.json"
+  if not config_file.exists():
     raise ConversionError(f"{config_file}: missing; a transformers ELECTRA "
                           "directory needs its config.json.")
   try:
-    with open(config_file) as f:
-      hf = json.load(f)
+    hf = json.loads(config_file.read_text())
   except json.JSONDecodeError as e:
     raise ConversionError(f"{config_file}: not valid JSON ({e}).") from None
   if hf.get("model_type") != "electra":
@@ -121,11 +121,11 @@ def _architecture(hf: dict[str, Any], tensors: dict[str, np.ndarray],
 
 def read_tensors(path: str) -> tuple[dict[str, np.ndarray], str]:
   """The state dict of a transformers directory as numpy, and its file."""
-  st = os.path.join(path, "model.safetensors")
-  if os.path.exists(st):
-    return load_file(st), st
-  binary = os.path.join(path, "pytorch_model.bin")
-  if os.path.exists(binary):
+  st = epath.Path(path) / "model.safetensors"
+  if st.exists():
+    return safetensors_numpy.load(st.read_bytes()), str(st)
+  binary = epath.Path(path) / "pytorch_model.bin"
+  if binary.exists():
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError:
@@ -133,8 +133,9 @@ def read_tensors(path: str) -> tuple[dict[str, np.ndarray], str]:
           f"{binary}: reading PyTorch .bin weights needs torch; install it "
           "or convert the directory to model.safetensors.") from None
     # weights_only=True: the safe loader, which refuses arbitrary pickles.
-    state = torch.load(binary, map_location="cpu", weights_only=True)
-    return {k: v.float().numpy() for k, v in state.items()}, binary
+    data = io.BytesIO(binary.read_bytes())
+    state = torch.load(data, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() for k, v in state.items()}, str(binary)
   raise ConversionError(f"{path}: no model.safetensors or pytorch_model.bin.")
 
 
@@ -210,7 +211,7 @@ def load_transformers(path: str) -> tuple[nn.Module, dict]:
   try:
     cfg = config_from_transformers(hf)
   except KeyError as e:
-    raise ConversionError(f"{os.path.join(path, 'config.json')}: missing "
+    raise ConversionError(f"{epath.Path(path) / 'config.json'}: missing "
                           f"field {e.args[0]!r}.") from None
   module = module_for(cfg, architecture)
   return module, params_from_tensors(module, tensors, source)
@@ -245,9 +246,10 @@ def save_transformers(module: nn.Module, params: dict, path: str) -> None:
     key, transpose = names.to_transformers(leaf_path)
     value = np.asarray(jax.device_get(value), np.float32)
     tensors[key] = np.ascontiguousarray(value.T if transpose else value)
-  os.makedirs(path, exist_ok=True)
-  save_file(tensors, os.path.join(path, "model.safetensors"),
-            metadata={"format": "pt"})
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config_to_transformers(module.cfg, architecture), f, indent=2,
-              sort_keys=True)
+  path = epath.Path(path)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / "model.safetensors").write_bytes(
+      safetensors_numpy.save(tensors, metadata={"format": "pt"}))
+  (path / "config.json").write_text(json.dumps(
+      config_to_transformers(module.cfg, architecture), indent=2,
+      sort_keys=True))

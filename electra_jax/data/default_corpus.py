@@ -21,18 +21,21 @@ built by `python -m electra_jax.preprocess` for that.
 import ast
 from collections.abc import Iterator
 import fcntl
+import functools
 import glob
 import hashlib
 import os
 import re
 import sysconfig
+import tempfile
 
 from absl import logging
+from etils import epath
 
 from electra_jax.data import options as options_lib
 from electra_jax.data import preprocess
 
-CORPUS_VERSION = 1  # Bump when the text extraction changes.
+CORPUS_VERSION = 2  # Bump when the text extraction or the split changes.
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__",
               "idle_test", "testing", "_vendor", "vendored", "node_modules"}
 _DOC_EXTENSIONS = (".rst", ".md")  # .txt files here are mostly data.
@@ -212,7 +215,8 @@ def build_default_dataset(cache_root: str, *, max_seq_length: int,
                           num_workers: int = 0) -> str:
   """Builds the default corpus's dataset once; returns its directory.
 
-  The dataset lives in `cache_root/default-v1-<max_bytes>-<vocab>-<len>/`
+  The dataset lives in
+  `cache_root/default-v<CORPUS_VERSION>-<max_bytes>b-vocab<vocab>-len<len>/`
   (its text under `text/`). A file lock makes concurrent callers (several
   processes on one host) wait for one build; later calls return at once.
 
@@ -229,6 +233,23 @@ def build_default_dataset(cache_root: str, *, max_seq_length: int,
   """
   name = (f"default-v{CORPUS_VERSION}-{max_bytes}b-vocab{vocab_size}-"
           f"len{max_seq_length}")
+  # A tenth held out: the corpus has few, long documents (packages' READMEs
+  # come first), and the 2% preprocessing default can leave no eval split.
+  options = functools.partial(
+      options_lib.Options, vocab_size=vocab_size,
+      max_seq_length=max_seq_length, seed=seed, eval_fraction=0.1,
+      num_workers=num_workers or 1)
+  if "://" in str(cache_root):
+    # A bucket: the text is gathered into a local directory, and
+    # preprocessing uploads the dataset (metadata.json last). Hosts that
+    # build at once write the same files (the build is deterministic).
+    data_dir = str(epath.Path(cache_root) / name)
+    if not (epath.Path(data_dir) / "metadata.json").exists():
+      text_dir = os.path.join(tempfile.gettempdir(), "electra_jax_text", name)
+      write_corpus(text_dir, max_bytes)
+      preprocess.preprocess(options(
+          output_dir=data_dir, inputs=(os.path.join(text_dir, "*.txt"),)))
+    return data_dir
   data_dir = os.path.join(cache_root, name)
   if os.path.exists(os.path.join(data_dir, "metadata.json")):
     return data_dir
@@ -240,8 +261,6 @@ def build_default_dataset(cache_root: str, *, max_seq_length: int,
     logging.info("Building the default corpus in %s (once).", data_dir)
     text_dir = os.path.join(data_dir, "text")
     write_corpus(text_dir, max_bytes)
-    preprocess.preprocess(options_lib.Options(
-        output_dir=data_dir, inputs=(os.path.join(text_dir, "*.txt"),),
-        vocab_size=vocab_size, max_seq_length=max_seq_length, seed=seed,
-        num_workers=num_workers or 1))
+    preprocess.preprocess(options(
+        output_dir=data_dir, inputs=(os.path.join(text_dir, "*.txt"),)))
   return data_dir

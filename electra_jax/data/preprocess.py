@@ -12,19 +12,23 @@ format (`records`) that readers check.
 import collections
 from collections.abc import Iterator, Sequence
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
 from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 
+from electra_jax import errors
 from electra_jax.data import options as options_lib
 from electra_jax.data import packing
 from electra_jax.data import records
@@ -146,7 +150,7 @@ def _prepare_tokenizer(shards: Sequence[tuple[text_sources.Piece, ...]],
     path = os.path.join(options.output_dir, name)
     tokenization.load_tokenizer(options.tokenizer)  # Fails early if unfit.
     if not os.path.exists(path):
-      shutil.copyfile(options.tokenizer, path + ".tmp")
+      epath.Path(options.tokenizer).copy(path + ".tmp", overwrite=True)
       os.replace(path + ".tmp", path)
     return tokenization.load_tokenizer(path, lowercase=options.lowercase)
   path = os.path.join(options.output_dir, "tokenizer.model")
@@ -187,6 +191,8 @@ def preprocess(options: options_lib.Options) -> dict[str, Any]:
     The dataset's metadata (also written to `metadata.json`).
   """
   _check_options(options)
+  if "://" in options.output_dir:
+    return _preprocess_to_bucket(options)
   out = options.output_dir
   os.makedirs(out, exist_ok=True)
   warnings = []
@@ -252,6 +258,38 @@ def preprocess(options: options_lib.Options) -> dict[str, Any]:
     if pool is not None:
       pool.terminate()
   return _finish(options, tok, len(shards), sources, empty_files)
+
+
+def _staging_dir(output_dir: str) -> str:
+  """A local directory for building `output_dir`'s files: the same for the
+  same destination, so that an interrupted build resumes there."""
+  digest = hashlib.sha256(output_dir.encode()).hexdigest()[:16]
+  return os.path.join(tempfile.gettempdir(), "electra_jax_staging", digest)
+
+
+def _preprocess_to_bucket(options: options_lib.Options) -> dict[str, Any]:
+  """Builds the dataset in a local staging directory, then uploads it.
+
+  The shard writer and sentencepiece need local files. `metadata.json`,
+  which marks a dataset complete, is uploaded last: a reader sees the whole
+  dataset or none.
+  """
+  remote = epath.Path(options.output_dir)
+  if (remote / "metadata.json").exists():
+    logging.info("%s is already complete.", remote)
+    return json.loads((remote / "metadata.json").read_text())
+  staging = _staging_dir(options.output_dir)
+  metadata = preprocess(dataclasses.replace(options, output_dir=staging))
+  names = [metadata["tokenizer"], "settings.json",
+           *(f["path"] for f in metadata["train_files"] + metadata["eval_files"])]
+  logging.info("Uploading %d file(s) to %s.", len(names) + 1, remote)
+  remote.mkdir(parents=True, exist_ok=True)
+  for name in names:
+    epath.Path(staging, name).copy(remote / name, overwrite=True)
+  epath.Path(staging, "metadata.json").copy(remote / "metadata.json",
+                                            overwrite=True)
+  shutil.rmtree(staging, ignore_errors=True)
+  return metadata
 
 
 def _finish(options: options_lib.Options, tok: tokenization.Tokenizer,
@@ -344,5 +382,6 @@ def main(argv: Sequence[str]) -> None:
   values = {f.name: flags.FLAGS[f.name if f.name != "inputs" else "input"].value
             for f in dataclasses.fields(options_lib.Options)}
   values["inputs"] = tuple(values["inputs"])
+  errors.check_writable(values["output_dir"])
   preprocess(options_lib.Options(**values))
 

@@ -15,9 +15,12 @@ longer than `max_line_bytes` are read in pieces of that size.
 from collections.abc import Iterator, Sequence
 import dataclasses
 import glob
+import io
 import os
 import re
 from typing import Any
+
+from etils import epath
 
 from electra_jax.data import options as options_lib
 
@@ -94,7 +97,10 @@ def _decode(data: bytes, stats: Stats) -> str:
 def _file_lines(piece: Piece, stats: Stats,
                 max_line_bytes: int) -> Iterator[str]:
   """Lines starting in [start, stop); longer lines come in pieces."""
-  with open(piece.source, "rb") as f:
+  with epath.Path(piece.source).open("rb") as raw:
+    # A bucket's file object (fsspec) has no `readline(size)`; a buffered
+    # reader over it does, and keeps `tell` exact.
+    f = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)
     if piece.start:
       f.seek(piece.start - 1)
       # The line running into `start` belongs to the piece before.
@@ -204,6 +210,17 @@ def shard_lines(pieces: Sequence[Piece], options: options_lib.Options,
           "this text?).")
 
 
+def _glob(pattern: str) -> list[str]:
+  """Paths matching `pattern`: local (`~` and `**` expanded) or in a bucket
+  (gs://bucket/dir/*.txt)."""
+  if "://" in pattern:
+    root, _, rest = pattern.partition("://")
+    bucket, _, inner = rest.partition("/")
+    base = epath.Path(f"{root}://{bucket}")
+    return [str(p) for p in base.glob(inner)] if inner else [pattern]
+  return glob.glob(os.path.expanduser(pattern), recursive=True)
+
+
 def list_inputs(options: options_lib.Options, warnings: list[str]
                 ) -> tuple[list[tuple[str, int]], int]:
   """Returns the sources with their sizes, and the number of empty files."""
@@ -217,14 +234,13 @@ def list_inputs(options: options_lib.Options, warnings: list[str]
     return [(f"tfds:{options.tfds}:{options.tfds_split}", count)], 0
   files = set()
   for pattern in options.inputs:
-    matched = [p for p in glob.glob(os.path.expanduser(pattern),
-                                    recursive=True) if os.path.isfile(p)]
+    matched = [p for p in _glob(pattern) if epath.Path(p).is_file()]
     if not matched:
       raise ValueError(f"--input pattern {pattern!r} matched no files.")
     files.update(matched)
   sources, empty = [], 0
   for path in sorted(files):
-    size = os.path.getsize(path)
+    size = epath.Path(path).stat().length
     if size:
       sources.append((path, size))
     else:

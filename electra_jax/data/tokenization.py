@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 
+from etils import epath
 import sentencepiece as spm
 from tokenizers import implementations
 
@@ -91,7 +92,9 @@ class SentencePieceTokenizer(Tokenizer):
 
   def __init__(self, path: str):
     self.path = path
-    self._sp = spm.SentencePieceProcessor(model_file=path)
+    # From bytes, so that the model may live in a bucket (gs://...).
+    self._sp = spm.SentencePieceProcessor(
+        model_proto=epath.Path(path).read_bytes())
     self.special_ids = self._find_special_ids()
 
   @property
@@ -121,8 +124,9 @@ class WordPieceTokenizer(Tokenizer):
   def __init__(self, path: str, lowercase: bool = True):
     self.path = path
     self.lowercase = lowercase
-    with open(path, encoding="utf-8") as f:
-      vocab = [line.rstrip("\n") for line in f]
+    vocab = epath.Path(path).read_text(encoding="utf-8").split("\n")
+    if vocab and not vocab[-1]:
+      vocab.pop()  # The newline that ends the last line.
     if not any(vocab):
       raise ValueError(f"WordPiece vocabulary {path} is empty.")
     self._vocab = {token: i for i, token in enumerate(vocab)}
@@ -164,7 +168,7 @@ def load_tokenizer(path: str, *, lowercase: bool = True) -> Tokenizer:
   Returns:
     A `Tokenizer` with `special_ids` read from the vocabulary.
   """
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"Tokenizer file {path} does not exist.")
   if path.endswith(".txt"):
     return WordPieceTokenizer(path, lowercase=lowercase)
@@ -255,7 +259,7 @@ def train_sentencepiece(
 def file_sha256(path: str) -> str:
   """Hex SHA-256 of a file (recorded next to the data it tokenized)."""
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()

@@ -13,9 +13,9 @@ metrics, and `write_predictions` saves them as JSON lines.
 
 import dataclasses
 import json
-import os
 from typing import Any
 
+from etils import epath
 import numpy as np
 
 from electra_jax.data import tokenization
@@ -234,12 +234,12 @@ def score(spec: tasks.TaskSpec, labels: list[str], split: Split,
 
 def write_predictions(path: str, records: list[dict[str, Any]]) -> None:
   """Writes one JSON object per line (atomically)."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for r in records:
-      f.write(json.dumps(r, ensure_ascii=False) + "\n")
-  os.replace(tmp, path)
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                         for r in records), encoding="utf-8")
+  tmp.rename(path)
 
 
 def summarize_trials(trials: list[dict[str, Any]]) -> dict[str, Any]:

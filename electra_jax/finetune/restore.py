@@ -17,13 +17,11 @@ without `init_from` (`load_task`):
 """
 
 import dataclasses
-import glob
 import json
-import os
-import shutil
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax.numpy as jnp
 import jax
 import ml_collections
@@ -62,10 +60,12 @@ def find_tokenizer(config: ml_collections.ConfigDict) -> str:
                      "sentencepiece .model (or --config.init_from to a "
                      "directory that holds one).")
   found = []
-  for directory in (path, *(os.path.join(path, d) for d in EXPORT_DIRS)):
-    found += [os.path.join(directory, n) for n in TOKENIZER_FILES
-              if os.path.isfile(os.path.join(directory, n))]
-    found += sorted(glob.glob(os.path.join(directory, "*.model")))
+  root = epath.Path(path)
+  for directory in (root, *(root / d for d in EXPORT_DIRS)):
+    found += [str(directory / n) for n in TOKENIZER_FILES
+              if (directory / n).is_file()]
+    if directory.is_dir():
+      found += sorted(str(p) for p in directory.glob("*.model"))
   if not found:
     try:
       found.append(pretrained.tokenizer_path(path))
@@ -109,7 +109,7 @@ def load_encoder(path: str) -> tuple[model_lib.ModelConfig, dict[str, Any]]:
   Returns:
     (ModelConfig, {"embeddings", "encoder"}).
   """
-  if os.path.isdir(checkpointing.checkpoint_dir(path)):
+  if checkpointing.checkpoint_dir(path).is_dir():
     config, params, _ = pretrained.restore_params(path)
     if "discriminator" in params:
       return (train_lib.discriminator_config(config, config.model.vocab_size),
@@ -122,17 +122,17 @@ def load_encoder(path: str) -> tuple[model_lib.ModelConfig, dict[str, Any]]:
     raise ValueError(f"{path}: the checkpoint holds neither a discriminator "
                      f"nor a generator (params {sorted(params)}); there is "
                      "no encoder to fine-tune.")
-  disc_dir, gen_dir = (os.path.join(path, d) for d in EXPORT_DIRS)
-  if os.path.isdir(gen_dir) and not os.path.isdir(disc_dir):
+  disc_dir, gen_dir = (epath.Path(path) / d for d in EXPORT_DIRS)
+  if gen_dir.is_dir() and not disc_dir.is_dir():
     # An ELECTRA run's export has both; only the MLM-only run's lacks the
     # discriminator, so this generator is the full-size one.
-    module, params = convert.load_transformers(gen_dir)
+    module, params = convert.load_transformers(str(gen_dir))
     if not isinstance(module, model_lib.ElectraGenerator):
       raise ValueError(f"{gen_dir}: expected the ElectraForMaskedLM of an "
                        "MLM-only run's export.")
     _log_mlm_only(path)
     return module.cfg, _mlm_encoder(params)
-  if os.path.isdir(os.path.join(path, input_pipeline.TOKENIZER_DIR)):
+  if (epath.Path(path) / input_pipeline.TOKENIZER_DIR).is_dir():
     # Else the next step would read the run's own config.json as a
     # transformers one and complain about its model_type.
     raise FileNotFoundError(
@@ -219,18 +219,17 @@ def resolve(config: ml_collections.ConfigDict,
 
 def save_task(workdir: str, task: Task) -> None:
   """Writes `task.json` and a copy of the tokenizer into `workdir`."""
-  os.makedirs(workdir, exist_ok=True)
-  source = task.config.tokenizer
-  name = "vocab.txt" if source.endswith(".txt") else "tokenizer.model"
-  target = os.path.join(workdir, name)
-  if os.path.abspath(source) != os.path.abspath(target):
-    shutil.copyfile(source, target)
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  source = epath.Path(task.config.tokenizer)
+  name = "vocab.txt" if source.name.endswith(".txt") else "tokenizer.model"
+  if str(source) != str(workdir / name):
+    source.copy(workdir / name, overwrite=True)
   fields = {k: (str(jnp.dtype(v)) if k in ("dtype", "param_dtype") else v)
             for k, v in dataclasses.asdict(task.cfg).items()}
-  with open(os.path.join(workdir, TASK_FILE), "w") as f:
-    json.dump({"task": task.spec.name, "head": task.config.head,
-               "labels": task.labels, "tokenizer": name, "model": fields},
-              f, indent=2)
+  (workdir / TASK_FILE).write_text(json.dumps(
+      {"task": task.spec.name, "head": task.config.head,
+       "labels": task.labels, "tokenizer": name, "model": fields}, indent=2))
 
 
 def load_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
@@ -239,12 +238,11 @@ def load_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
   The model config, head, labels and tokenizer are the saved ones; data
   and batch settings are `config`'s.
   """
-  path = os.path.join(workdir, TASK_FILE)
-  if not os.path.isfile(path):
+  path = epath.Path(workdir) / TASK_FILE
+  if not path.is_file():
     raise FileNotFoundError(f"{path} is missing: predict mode needs a workdir "
                             "that fine-tuning (mode=train) wrote.")
-  with open(path) as f:
-    saved: dict[str, Any] = json.load(f)
+  saved: dict[str, Any] = json.loads(path.read_text())
   spec = tasks.get_task(config.task)
   if saved["task"] != spec.name:
     raise ValueError(f"{workdir} was fine-tuned on {saved['task']}, not "
@@ -254,7 +252,7 @@ def load_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
   fields["param_dtype"] = jnp.dtype(fields["param_dtype"])
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
   config.head = saved["head"]
-  config.tokenizer = os.path.join(workdir, saved["tokenizer"])
+  config.tokenizer = str(epath.Path(workdir) / saved["tokenizer"])
   config.lock()
   tok = tokenization.load_tokenizer(config.tokenizer,
                                     lowercase=config.lowercase)

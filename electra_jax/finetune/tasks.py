@@ -20,10 +20,11 @@ TensorFlow installed; without it the error says how to convert them.
 
 import csv
 import dataclasses
+import io
 import json
-import os
 from typing import Any, Iterable
 
+from etils import epath
 import numpy as np
 
 from electra_jax.finetune import squad
@@ -130,7 +131,7 @@ def file_format(path: str, declared: str = "") -> str:
   """`declared`, or the format implied by the file's extension."""
   if declared:
     return declared
-  ext = os.path.splitext(path)[1].lower()
+  ext = epath.Path(path).suffix.lower()
   formats = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
              ".json": "jsonl", ".conll": "conll"}
   if ext not in formats:
@@ -158,10 +159,12 @@ def _conll_records(f) -> Iterable[dict[str, Any]]:
 
 def read_file(path: str, fmt: str = "") -> list[dict[str, Any]]:
   """Rows of a CSV/TSV (with a header), JSONL or CoNLL file as dicts."""
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"Data file {path} does not exist.")
   fmt = file_format(path, fmt)
-  with open(path, encoding="utf-8", newline="") as f:
+  # Text read whole (newline="" semantics: csv sees the raw line ends).
+  text = epath.Path(path).read_bytes().decode("utf-8")
+  with io.StringIO(text, newline="") as f:
     if fmt == "csv":
       return list(csv.DictReader(f))
     if fmt == "tsv":  # GLUE's TSVs hold unescaped quotes.

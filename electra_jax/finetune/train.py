@@ -17,10 +17,10 @@ import dataclasses
 import functools
 import json
 import math
-import os
 from typing import Any, Callable
 
 from absl import logging
+from etils import epath
 import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
@@ -32,6 +32,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from electra_jax import checkpointing
 from electra_jax import objective
 from electra_jax import optimizer
 from electra_jax import reporting
@@ -263,7 +264,7 @@ def run_trial(trial: int, task: restore.Task, steps: Steps,
   state = steps.init(init_rng, pretrained)
   if trial == 0:
     reporting.log_parameter_overview(state.params)
-  trial_dir = os.path.join(workdir, f"trial_{trial}")
+  trial_dir = str(epath.Path(workdir) / f"trial_{trial}")
   writer = reporting.MetricWriter(trial_dir)
   total = num_train_steps(config, train.num_rows)
   evals, history, step, epoch = [], [], 0, 0
@@ -306,7 +307,7 @@ def run_trial(trial: int, task: restore.Task, steps: Steps,
 
 def _manager(trial_dir: str) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(trial_dir), "checkpoints"),
+      checkpointing.checkpoint_dir(trial_dir),
       options=ocp.CheckpointManagerOptions(max_to_keep=1))
 
 
@@ -343,7 +344,7 @@ def _mesh(config):
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Fine-tunes `config.num_trials` seeds; returns (and writes) results."""
-  if os.path.exists(os.path.join(workdir, restore.TASK_FILE)):
+  if (epath.Path(workdir) / restore.TASK_FILE).exists():
     raise FileExistsError(f"{workdir} already holds a fine-tuning run; pass "
                           "a new --workdir (runs are not resumed).")
   spec = tasks.get_task(config.task)
@@ -374,8 +375,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
              "num_train_steps": total, "trials": trials,
              "summary": data_lib.summarize_trials(trials)}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    (epath.Path(workdir) / "results.json").write_text(
+        json.dumps(results, indent=2))
     writer = reporting.MetricWriter(workdir)
     writer.write_scalars(total, {
         f"summary/{name}_{stat}": value
@@ -390,8 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
 def best_trial(workdir: str) -> dict[str, Any]:
   """The trial whose best step scored highest on the main metric."""
-  with open(os.path.join(workdir, "results.json")) as f:
-    results = json.load(f)
+  results = json.loads((epath.Path(workdir) / "results.json").read_text())
   main = results["main_metric"]
   return max(results["trials"], key=lambda t: t["best"][main])
 
@@ -410,13 +410,13 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> str:
   with sharding.use(mesh, rules):
     steps = build_steps(task, mesh, rules, None)
     params = restore_params(
-        steps, os.path.join(workdir, f"trial_{trial['trial']}"),
+        steps, str(epath.Path(workdir) / f"trial_{trial['trial']}"),
         trial["best_step"])
     outputs = run_outputs(steps, params, split, spec.kind,
                           config.eval_batch_size, mesh)
   records = data_lib.predict(data_lib.QaConfig(**config.qa), spec,
                              task.labels, split, outputs)
-  path = os.path.join(workdir, "predictions.jsonl")
+  path = str(epath.Path(workdir) / "predictions.jsonl")
   if jax.process_index() == 0:
     data_lib.write_predictions(path, records)
   logging.info("Wrote %d predictions to %s.", len(records), path)
