@@ -27,6 +27,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from electra_jax import errors
 from electra_jax import flops as flops_lib
 from electra_jax import reporting
 from electra_jax import runtime
@@ -202,4 +203,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  errors.run(main)

@@ -31,6 +31,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from electra_jax import convert
+from electra_jax import errors
 from electra_jax import train as train_lib
 
 # Config fields whose change makes a checkpoint unusable for a run.
@@ -106,7 +107,7 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
     elif a != b:
       diffs.append(f"{field}: checkpoint {a!r}, config {b!r}")
   if diffs:
-    raise ValueError(
+    raise errors.UserError(
         f"The checkpoint in {where} does not match the config:\n  "
         + "\n  ".join(diffs)
         + "\nUse a new --workdir for a different model, or pass the same "
@@ -139,7 +140,7 @@ def restore_or_initialize(
       if "structures do not match" not in str(e):
         raise
       opt = record["optimizer"]
-      raise ValueError(
+      raise errors.UserError(
           f"The optimizer state in {where} does not fit this run's optimizer "
           f"(optimizer={opt['optimizer']!r}, "
           f"max_grad_norm={opt['max_grad_norm']})."
@@ -174,8 +175,8 @@ def load_init_params(path: str, record: dict[str, Any], params: Any,
     other = make_manager(path, read_only=True)
     step = other.latest_step()
     if step is None:
-      raise ValueError(f"init_from={path}: no complete checkpoint in "
-                       f"{checkpoint_dir(path)}.")
+      raise errors.UserError(f"init_from={path}: no complete checkpoint in "
+                             f"{checkpoint_dir(path)}.")
     saved = other.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"]
     check_compatible(saved, record, path)
@@ -186,7 +187,7 @@ def load_init_params(path: str, record: dict[str, Any], params: Any,
   disc, gen = (epath.Path(path) / "discriminator",
                epath.Path(path) / "generator")
   if not (disc.is_dir() and gen.is_dir()):
-    raise ValueError(
+    raise errors.UserError(
         f"init_from={path}: neither an electra_jax workdir (no checkpoints/) "
         "nor a directory with transformers discriminator/ and generator/.")
   _, _, loaded = convert.load_pretraining_pair(

@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.type_vocab_size = 2  # Segment (token type) ids.
   model.initializer_range = 0.02  # Stddev of the truncated-normal init.
   model.layer_norm_eps = 1e-12  # As BERT/ELECTRA.
-  model.dtype = "auto"  # Compute: auto (bf16 on GPU/TPU, f32 on CPU), or a name.
+  model.dtype = "auto"  # Compute: auto (bf16 on GPU/TPU, f32 on CPU) | name.
   model.param_dtype = "float32"  # Parameters and optimizer state.
   model.attention_impl = "xla"  # xla (einsums) | cudnn (fused, GPU only).
   model.scan_layers = False  # lax.scan over the layers: compiles one layer.

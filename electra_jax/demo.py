@@ -13,6 +13,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from electra_jax import errors
 from electra_jax import model as model_lib
 from electra_jax import pretrained
 from electra_jax import reporting
@@ -97,4 +98,4 @@ def _define_flags() -> None:
 if __name__ == "__main__":
   _define_flags()
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  errors.run(main)

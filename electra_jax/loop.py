@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from electra_jax import checkpointing
+from electra_jax import errors
 from electra_jax import flops as flops_lib
 from electra_jax import health
 from electra_jax import objective
@@ -61,12 +62,12 @@ def prepare_data(config: ml_collections.ConfigDict
   spec = input_pipeline.load_data_spec(data_dir)
   vocab = config.model.vocab_size
   if vocab and vocab != spec.vocab_size:
-    raise ValueError(
+    raise errors.UserError(
         f"config.model.vocab_size={vocab} but the tokenizer of {data_dir} "
         f"has {spec.vocab_size} ids; pass --config.model.vocab_size="
         f"{spec.vocab_size} (or 0 to take the tokenizer's).")
   if inp.max_seq_length != spec.max_seq_length:
-    raise ValueError(
+    raise errors.UserError(
         f"config.input.max_seq_length={inp.max_seq_length} but {data_dir} "
         f"was packed to {spec.max_seq_length} tokens; pass "
         f"--config.input.max_seq_length={spec.max_seq_length} or "

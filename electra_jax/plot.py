@@ -19,6 +19,8 @@ from etils import epath
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
+from electra_jax import errors
+
 _PATTERN = "events.out.tfevents.*"
 # (title, [(tag suffix, style key)], is_optional); each suffix is drawn as
 # `train/<suffix>` and `eval/<suffix>`, or as is when it contains a "/".
@@ -105,7 +107,8 @@ def load_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
   root = epath.Path(workdir)
   paths = sorted(str(p) for p in root.glob(_PATTERN)) if root.is_dir() else []
   if not paths:
-    raise ValueError(f"{workdir} has no TensorBoard event files ({_PATTERN})")
+    raise errors.UserError(
+        f"{workdir} has no TensorBoard event files ({_PATTERN})")
   # File names hold whole seconds only, so order by the recorded wall time.
   files = sorted((_load_file(p) + (p,) for p in paths),
                  key=lambda f: (f[0], f[2]))
@@ -138,12 +141,12 @@ def plot_runs(workdirs, output, labels=None, smooth=0.0):
     ValueError: on bad arguments or a workdir without event files.
   """
   if not workdirs:
-    raise ValueError("give at least one --workdir")
+    raise errors.UserError("give at least one --workdir")
   labels = labels or [epath.Path(w).name for w in workdirs]
   if len(labels) != len(workdirs):
-    raise ValueError(f"{len(labels)} labels for {len(workdirs)} workdirs")
+    raise errors.UserError(f"{len(labels)} labels for {len(workdirs)} workdirs")
   if not 0 <= smooth < 1:
-    raise ValueError(f"--smooth must be in [0, 1), got {smooth}")
+    raise errors.UserError(f"--smooth must be in [0, 1), got {smooth}")
   runs = [load_scalars(w) for w in workdirs]
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")  # Files only; never needs a display.
@@ -230,4 +233,4 @@ def _define_flags() -> None:
 if __name__ == "__main__":
   _define_flags()
   flags.mark_flags_as_required(["workdir", "output"])
-  app.run(main)
+  errors.run(main)

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 
 from electra_jax import checkpointing
 from electra_jax import convert
+from electra_jax import errors
 from electra_jax import model as model_lib
 from electra_jax import objective
 from electra_jax import train as train_lib
@@ -36,8 +37,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """A run's record (`config.json`): its config with the data's facts."""
   path = epath.Path(workdir) / "config.json"
   if not path.exists():
-    raise FileNotFoundError(f"{path}: missing; is {workdir} the workdir of "
-                            "an electra_jax pretraining run?")
+    raise errors.UserError(f"{path}: missing; is {workdir} the workdir of "
+                           "an electra_jax pretraining run?")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
@@ -48,12 +49,13 @@ def restore_params(workdir: str, step: int | None = None
   manager = checkpointing.make_manager(workdir, read_only=True)
   steps = manager.all_steps()
   if not steps:
-    raise FileNotFoundError(
-        f"{checkpointing.checkpoint_dir(workdir)}: no complete checkpoint.")
+    raise errors.UserError(
+        f"{checkpointing.checkpoint_dir(workdir)}: no complete checkpoint; "
+        "train first (or pass the workdir of a run that saved one).")
   step = max(steps) if step is None else step
   if step not in steps:
-    raise ValueError(f"No checkpoint for step {step} in {workdir}; "
-                     f"available: {sorted(steps)}.")
+    raise errors.UserError(f"No checkpoint for step {step} in {workdir}; "
+                           f"available: {sorted(steps)}.")
   model = train_lib.pretraining_model(config, config.model.vocab_size)
   length = config.input.max_seq_length
   n = objective.max_predictions_per_seq(config.objective.mask_prob, length)

@@ -44,6 +44,7 @@ from grain.experimental import index_shuffle
 import jax
 import numpy as np
 
+from electra_jax import errors
 from electra_jax.data import records
 from electra_jax.data import spec as data_spec
 
@@ -57,7 +58,7 @@ def load_metadata(data_dir: str) -> dict[str, Any]:
   """Reads `metadata.json`, which marks a complete preprocessed dataset."""
   path = epath.Path(data_dir) / "metadata.json"
   if not path.exists():
-    raise ValueError(
+    raise errors.UserError(
         f"{data_dir} has no metadata.json: it is not a preprocessed dataset, "
         "or preprocessing did not finish. Run (or re-run, to resume) `python "
         "-m electra_jax.preprocess --output_dir=...` to complete it.")
@@ -65,7 +66,7 @@ def load_metadata(data_dir: str) -> dict[str, Any]:
   records.check_metadata(metadata, str(path))
   missing = [k for k in _REQUIRED_KEYS if k not in metadata]
   if missing:
-    raise ValueError(f"{path} lacks {missing}; re-run preprocessing.")
+    raise errors.UserError(f"{path} lacks {missing}; re-run preprocessing.")
   return metadata
 
 

@@ -158,8 +158,8 @@ def _prepare_tokenizer(shards: Sequence[tuple[text_sources.Piece, ...]],
     sentences = _training_sentences(shards, options)
     first = next(sentences, None)
     if first is None:
-      raise ValueError("No text found in the input: every file is empty or "
-                       "whitespace-only.")
+      raise errors.UserError("No text found in the input: every file is "
+                             "empty or whitespace-only.")
     logging.info("Training a %d-piece sentencepiece %s model on up to %d MB "
                  "of the input.", options.vocab_size, options.model_type,
                  options.tokenizer_train_mb)
@@ -173,12 +173,12 @@ def _prepare_tokenizer(shards: Sequence[tuple[text_sources.Piece, ...]],
 
 def _check_options(options: options_lib.Options) -> None:
   if bool(options.inputs) == bool(options.tfds):
-    raise ValueError("Pass exactly one of --input or --tfds.")
+    raise errors.UserError("Pass exactly one of --input or --tfds.")
   if not 8 <= options.max_seq_length <= 65535:
-    raise ValueError("--max_seq_length must be in [8, 65535], not "
-                     f"{options.max_seq_length}.")
+    raise errors.UserError("--max_seq_length must be in [8, 65535], not "
+                           f"{options.max_seq_length}.")
   if not 0 <= options.eval_fraction < 1:
-    raise ValueError("--eval_fraction must be in [0, 1).")
+    raise errors.UserError("--eval_fraction must be in [0, 1).")
 
 
 def preprocess(options: options_lib.Options) -> dict[str, Any]:
@@ -215,7 +215,7 @@ def preprocess(options: options_lib.Options) -> dict[str, Any]:
     changed = sorted(k for k in settings.keys() | old.keys()
                      if settings.get(k) != old.get(k))
     if changed:
-      raise ValueError(
+      raise errors.UserError(
           f"{out} holds data built with different settings "
           f"({', '.join(changed)} differ); use a new --output_dir or delete "
           "this one.")
@@ -280,8 +280,9 @@ def _preprocess_to_bucket(options: options_lib.Options) -> dict[str, Any]:
     return json.loads((remote / "metadata.json").read_text())
   staging = _staging_dir(options.output_dir)
   metadata = preprocess(dataclasses.replace(options, output_dir=staging))
+  shards = metadata["train_files"] + metadata["eval_files"]
   names = [metadata["tokenizer"], "settings.json",
-           *(f["path"] for f in metadata["train_files"] + metadata["eval_files"])]
+           *(f["path"] for f in shards)]
   logging.info("Uploading %d file(s) to %s.", len(names) + 1, remote)
   remote.mkdir(parents=True, exist_ok=True)
   for name in names:
@@ -309,7 +310,7 @@ def _finish(options: options_lib.Options, tok: tokenization.Tokenizer,
           {"path": name, "num_examples": result["stats"][f"{split}_examples"]})
   stats.bytes = sum(size for _, size in sources) if not options.tfds else 0
   if not stats.train_examples:
-    raise ValueError(
+    raise errors.UserError(
         f"No training examples: the {stats.files} input file(s) hold no "
         f"text ({stats.empty_files} empty, {stats.whitespace_only_files} "
         "whitespace-only).")

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from electra_jax import errors
+
 FORMAT = "ids_v1"
 _DTYPES = ("uint16", "int32")  # The names `record_dtype` can return.
 
@@ -80,12 +82,12 @@ def check_metadata(metadata: dict[str, Any], path: str) -> None:
   found = metadata.get("record_format")
   if found != FORMAT:
     found = repr(found) if found is not None else "missing"
-    raise ValueError(
+    raise errors.UserError(
         f"{path}: record_format is {found}, but this version reads "
         f"{FORMAT!r}; re-run preprocessing (python -m electra_jax.preprocess)"
         " into a new --output_dir.")
   if metadata.get("record_dtype") not in _DTYPES:
-    raise ValueError(
+    raise errors.UserError(
         f"{path}: record_dtype is {metadata.get('record_dtype')!r}, not one "
         f"of {_DTYPES}; re-run preprocessing (python -m "
         "electra_jax.preprocess) into a new --output_dir.")

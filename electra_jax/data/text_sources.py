@@ -22,6 +22,7 @@ from typing import Any
 
 from etils import epath
 
+from electra_jax import errors
 from electra_jax.data import options as options_lib
 
 # Split after ., ! or ? (and closing quotes/brackets) when whitespace and an
@@ -236,7 +237,7 @@ def list_inputs(options: options_lib.Options, warnings: list[str]
   for pattern in options.inputs:
     matched = [p for p in _glob(pattern) if epath.Path(p).is_file()]
     if not matched:
-      raise ValueError(f"--input pattern {pattern!r} matched no files.")
+      raise errors.UserError(f"--input pattern {pattern!r} matched no files.")
     files.update(matched)
   sources, empty = [], 0
   for path in sorted(files):
@@ -247,6 +248,6 @@ def list_inputs(options: options_lib.Options, warnings: list[str]
       empty += 1
       warnings.append(f"{path}: empty file; skipped.")
   if not sources:
-    raise ValueError(f"All {len(files)} input file(s) are empty.")
+    raise errors.UserError(f"All {len(files)} input file(s) are empty.")
   return sources, empty
 
