@@ -8,6 +8,7 @@ from typing import Any, Callable
 import uuid
 
 from absl import app
+from absl import flags
 from etils import epath
 
 
@@ -35,10 +36,47 @@ def check_writable(path: str) -> None:
         "the bucket name and that these credentials may write to it.") from e
 
 
-def run(main: Callable[[list[str]], Any]) -> None:
-  """`absl.app.run(main)`, with `UserError`s printed as one line."""
+def _fail(message: str, code: int) -> None:
+  print(f"electra_jax: error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a config file that does not load, refuses
+  its argument, or gets a `--config.a.b=v` that names no field (raised
+  from inside ml_collections) reported as one line, exit code 2: usage
+  errors."""
   try:
-    app.run(main)
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+    if "Traceback (most recent call last)" in message:
+      # ml_collections quotes the config file's traceback: keep its first
+      # line (the flag) and its last (the error).
+      lines = [line for line in message.splitlines() if line.strip()]
+      message = f"{lines[0].rstrip(':')}: {lines[-1].strip()}"
+    _fail(message, 2)
+  except (AttributeError, KeyError) as e:  # An override naming no field.
+    detail = str(e.args[0] if e.args else e).strip("'\"")
+    for escaped, plain in (("\\'", "'"), ("\\n", "; "), ("\n", "; ")):
+      detail = detail.replace(escaped, plain)
+    _fail(f"a --config override names no config field: {detail}", 2)
+  except ValueError as e:  # A config file's get_config(arg) refused arg.
+    _fail(" ".join(str(e).split()), 2)
+  for name in flags.FLAGS:
+    flag = flags.FLAGS[name]
+    # A config file that failed to load parses to a placeholder that
+    # raises on first use.
+    if (type(flag.value).__name__ == "_ErrorConfig"
+        and hasattr(flag.value, "_error")):
+      _fail(f"--{name}: {' '.join(str(flag.value._error).split())}", 2)  # pylint: disable=protected-access
+  return rest
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """`absl.app.run(main)`, with user errors printed as one line:
+  `UserError`s (exit code 1) and flag mistakes (exit code 2)."""
+  try:
+    app.run(main, flags_parser=_parse_flags)
   except UserError as e:
-    print(f"electra_jax: error: {e}", file=sys.stderr)
-    sys.exit(1)
+    _fail(str(e), 1)

@@ -1,5 +1,5 @@
 """User mistakes at the command line: one line `electra_jax: error: ...`,
-exit code 1, no traceback."""
+no traceback; exit code 2 for a flag mistake, 1 for the rest."""
 
 import os
 import subprocess
@@ -25,27 +25,35 @@ def _cases(tmp):
   empty.mkdir()
   main = ["electra_jax.main", "--config=configs/tiny.py",
           f"--workdir={tmp / 'run'}"]
+  workdir = f"--workdir={tmp / 'run'}"
   return [
+      (["electra_jax.main", "--config=configs/nope.py", workdir],
+       "No such file or directory: 'configs/nope.py'", 2),
+      (["electra_jax.main", "--config=configs/tiny.py", workdir,
+        "--config.model.hiden_size=3"],
+       'Did you mean "hidden_size" instead of "hiden_size"?', 2),
+      (["electra_jax.finetune", "--config=configs/finetune.py:task=nope",
+        workdir], "Unknown task 'nope'", 2),
       (main + [f"--config.input.data_dir={no_metadata}"],
-       "has no metadata.json"),
+       "has no metadata.json", 1),
       (main + [f"--config.input.data_dir={data}",
                f"--config.input.max_seq_length={testing.L}",
                "--config.model.vocab_size=999"],
-       "pass --config.model.vocab_size=1000"),
+       "pass --config.model.vocab_size=1000", 1),
       (["electra_jax.preprocess", f"--input={tmp}/nothing/*.txt",
-        f"--output_dir={tmp / 'out'}"], "matched no files"),
+        f"--output_dir={tmp / 'out'}"], "matched no files", 1),
       (["electra_jax.export", f"--workdir={empty}",
-        f"--output={tmp / 'export'}"], "config.json: missing"),
+        f"--output={tmp / 'export'}"], "config.json: missing", 1),
       (["electra_jax.plot", f"--workdir={empty}",
-        f"--output={tmp / 'p.png'}"], "has no TensorBoard event files"),
+        f"--output={tmp / 'p.png'}"], "has no TensorBoard event files", 1),
   ]
 
 
-@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("case", range(8))
 def test_a_user_mistake_is_one_line(tmp_path, case):
-  args, message = _cases(tmp_path)[case]
+  args, message, code = _cases(tmp_path)[case]
   result = _run(*args)
-  assert result.returncode == 1, result.stderr[-3000:]
+  assert result.returncode == code, result.stderr[-3000:]
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
   lines = [l for l in result.stderr.splitlines()
            if l.startswith("electra_jax: error: ")]
