@@ -23,6 +23,8 @@ def _cases(tmp):
   no_metadata.mkdir()
   empty = tmp / "empty_workdir"
   empty.mkdir()
+  binary = tmp / "model.bin"
+  binary.write_bytes(bytes(range(256)) * 64)
   main = ["electra_jax.main", "--config=configs/tiny.py",
           f"--workdir={tmp / 'run'}"]
   workdir = f"--workdir={tmp / 'run'}"
@@ -42,6 +44,8 @@ def _cases(tmp):
        "pass --config.model.vocab_size=1000", 1),
       (["electra_jax.preprocess", f"--input={tmp}/nothing/*.txt",
         f"--output_dir={tmp / 'out'}"], "matched no files", 1),
+      (["electra_jax.preprocess", f"--input={binary}",
+        f"--output_dir={tmp / 'out'}"], "looks like a binary file", 1),
       (["electra_jax.export", f"--workdir={empty}",
         f"--output={tmp / 'export'}"], "config.json: missing", 1),
       (["electra_jax.plot", f"--workdir={empty}",
@@ -49,7 +53,7 @@ def _cases(tmp):
   ]
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(9))
 def test_a_user_mistake_is_one_line(tmp_path, case):
   args, message, code = _cases(tmp_path)[case]
   result = _run(*args)

@@ -241,6 +241,12 @@ def list_inputs(options: options_lib.Options, warnings: list[str]
     files.update(matched)
   sources, empty = [], 0
   for path in sorted(files):
+    with epath.Path(path).open("rb") as f:
+      head = f.read(8192)
+    if b"\x00" in head:  # Text never holds NUL bytes; binaries do.
+      raise errors.UserError(
+          f"{path} looks like a binary file (it holds NUL bytes), not text; "
+          "pass text files with --input.")
     size = epath.Path(path).stat().length
     if size:
       sources.append((path, size))
