@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from electra_jax import loop
+from electra_jax import model as model_lib
 from electra_jax import pretrained
 from electra_jax.data import default_corpus
 from electra_jax.data import options as options_lib
@@ -99,8 +100,13 @@ def test_the_whole_cycle_lives_in_the_bucket(gs_data, tmp_path, monkeypatch):
   for name in _names(f"{export}/discriminator"):
     epath.Path(f"{export}/discriminator/{name}").copy(local / name)
   disc = transformers.ElectraForPreTraining.from_pretrained(str(local))
-  ids = torch.tensor([[2, 10, 11, 12, 3]])
-  assert disc(input_ids=ids).logits.shape == (1, 5)
+  ids = np.array([[2, 10, 11, 12, 3]], np.int32)
+  with torch.no_grad():
+    theirs = disc.eval()(input_ids=torch.tensor(ids)).logits.numpy()
+  # The run's own discriminator, read from the bucket's checkpoint.
+  cfg, params = pretrained.load_discriminator(run)
+  ours = model_lib.ElectraDiscriminator(cfg).apply({"params": params}, ids)
+  np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
   # Fine-tune from the bucket's export into the bucket.
   rows = testing.classification_rows(0, 64)
@@ -113,8 +119,13 @@ def test_the_whole_cycle_lives_in_the_bucket(gs_data, tmp_path, monkeypatch):
                                    "num_train_epochs": 1.0})
   ft_train.train_and_evaluate(config, ft_dir)
   results = json.loads(epath.Path(f"{ft_dir}/results.json").read_text())
-  assert results["trials"][0]["final"]["accuracy"] >= 0.0
+  assert results["num_train_steps"] == 4  # 64 rows, batch 16, 1 epoch.
+  assert 0.0 <= results["trials"][0]["final"]["accuracy"] <= 1.0
   assert "trial_0" in _names(ft_dir)
+  # The encoder came from the bucket's export: the saved task has its size.
+  task = json.loads(epath.Path(f"{ft_dir}/task.json").read_text())
+  assert (task["model"]["hidden_size"], task["model"]["vocab_size"]) == (
+      cfg.hidden_size, cfg.vocab_size)
 
   # Nothing local is named like the bucket (the old failure mode).
   for root in (testing.ROOT, os.getcwd(), str(tmp_path)):
