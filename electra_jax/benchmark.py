@@ -29,6 +29,7 @@ import numpy as np
 
 from electra_jax import errors
 from electra_jax import flops as flops_lib
+from electra_jax import presets
 from electra_jax import reporting
 from electra_jax import runtime
 from electra_jax import sharding
@@ -178,7 +179,7 @@ def run(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
 
 
 def _define_flags() -> None:
-  config_flags.DEFINE_config_file("config", "configs/small.py",
+  config_flags.DEFINE_config_file("config", presets.resolve("small"),
                                   "Config file.", lock_config=True)
   flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1)
   flags.DEFINE_integer("seq_len", 128, "Sequence length.", lower_bound=2)
@@ -201,6 +202,11 @@ def main(argv):
   print(json.dumps(result))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `electra-benchmark` console script."""
   _define_flags()
   errors.run(main)
+
+
+if __name__ == "__main__":
+  cli()

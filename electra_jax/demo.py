@@ -95,7 +95,12 @@ def _define_flags() -> None:
   flags.DEFINE_integer("step", None, "Checkpoint step; default latest.")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `electra-demo` console script."""
   _define_flags()
   flags.mark_flags_as_required(["workdir"])
   errors.run(main)
+
+
+if __name__ == "__main__":
+  cli()

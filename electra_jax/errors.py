@@ -11,6 +11,8 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from electra_jax import presets
+
 
 class UserError(ValueError):
   """A wrong path, setting or input that the user can fix; the message says
@@ -41,13 +43,22 @@ def _fail(message: str, code: int) -> None:
   sys.exit(code)
 
 
+def _config_hint(message: str) -> str:
+  """A missing config file's message, with the presets one can name."""
+  if "No such file or directory" not in message or not presets.names():
+    return message
+  return (f"{message}; presets: {', '.join(presets.names())} "
+          "(e.g. --config=tiny)")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a config file that does not load, refuses
   its argument, or gets a `--config.a.b=v` that names no field (raised
   from inside ml_collections) reported as one line, exit code 2: usage
-  errors."""
+  errors. A `--config` naming a shipped preset is found from any directory
+  (`presets.resolve`)."""
   try:
-    rest = flags.FLAGS(argv)
+    rest = flags.FLAGS(presets.resolve_argv(argv))
   except flags.Error as e:
     message = str(e)
     if "Traceback (most recent call last)" in message:
@@ -55,7 +66,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
       # line (the flag) and its last (the error).
       lines = [line for line in message.splitlines() if line.strip()]
       message = f"{lines[0].rstrip(':')}: {lines[-1].strip()}"
-    _fail(message, 2)
+    _fail(_config_hint(message), 2)
   except (AttributeError, KeyError) as e:  # An override naming no field.
     detail = str(e.args[0] if e.args else e).strip("'\"")
     for escaped, plain in (("\\'", "'"), ("\\n", "; "), ("\n", "; ")):
@@ -69,7 +80,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
     # raises on first use.
     if (type(flag.value).__name__ == "_ErrorConfig"
         and hasattr(flag.value, "_error")):
-      _fail(f"--{name}: {' '.join(str(flag.value._error).split())}", 2)  # pylint: disable=protected-access
+      error = " ".join(str(flag.value._error).split())  # pylint: disable=protected-access
+      _fail(_config_hint(f"--{name}: {error}"), 2)
   return rest
 
 

@@ -32,5 +32,10 @@ def main(argv):
   loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `electra-pretrain` console script."""
   errors.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -230,7 +230,12 @@ def _define_flags() -> None:
                      "applied to train curves.")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `electra-plot` console script."""
   _define_flags()
   flags.mark_flags_as_required(["workdir", "output"])
   errors.run(main)
+
+
+if __name__ == "__main__":
+  cli()

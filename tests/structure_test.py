@@ -126,6 +126,7 @@ _LOCAL_BY_DESIGN = {
     ("electra_jax.data.default_corpus", "build_default_dataset"),
     ("electra_jax.data.text_sources", "_glob"),  # The local branch.
     ("electra_jax.reporting", "close"),  # Its local copy of the events.
+    ("electra_jax.presets", "resolve"),  # A config is a local .py file.
 }
 _LOCAL_CALLS = {"open", "os.path.abspath", "os.path.exists",
                 "os.path.isdir", "os.path.isfile", "os.path.getsize",

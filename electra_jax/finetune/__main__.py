@@ -36,5 +36,10 @@ def main(argv):
   train.run(FLAGS.config, FLAGS.workdir)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `electra-finetune` console script."""
   errors.run(main)
+
+
+if __name__ == "__main__":
+  cli()
