@@ -3,13 +3,18 @@
   python -m electra_jax.export --workdir=runs/small --output=exported/small
 
 writes `OUT/discriminator` (`ElectraForPreTraining`) and `OUT/generator`
-(`ElectraForMaskedLM`): `config.json`, `model.safetensors` and the run's
-tokenizer file. The discriminator directory is also what fine-tuning
-restores (`pretrained.load_discriminator`). Same params in, the same bytes
-out.
-"""
+(`ElectraForMaskedLM`): `config.json`, `model.safetensors`, the run's
+tokenizer file, and its transformers twin (`tokenizer.json`,
+`tokenizer_config.json`, `special_tokens_map.json`, see
+`convert.tokenizer_json`), so that
 
-import json
+  transformers.AutoTokenizer.from_pretrained("OUT/discriminator")
+  transformers.pipeline("fill-mask", model="OUT/generator")
+
+work on the export and give electra_jax's ids. The discriminator directory
+is also what fine-tuning restores (`pretrained.load_discriminator`). Same
+params in, the same bytes out.
+"""
 
 from absl import app
 from absl import flags
@@ -22,17 +27,25 @@ from electra_jax import model as model_lib
 from electra_jax import pretrained
 from electra_jax import reporting
 from electra_jax import train as train_lib
+from electra_jax.convert import tokenizer_json
+from electra_jax.data import input_pipeline
+from electra_jax.data import tokenization
 
 
-
-def _copy_tokenizer(workdir: str, out: str) -> None:
+def _write_tokenizer(workdir: str, out: str, model_max_length: int) -> None:
+  """The run's tokenizer file as it is, plus what transformers loads."""
   src = epath.Path(pretrained.tokenizer_path(workdir))
-  out = epath.Path(out)
-  src.copy(out / src.name, overwrite=True)
-  if src.name == "vocab.txt":  # transformers' ElectraTokenizer reads these.
-    (out / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "ElectraTokenizer", "do_lower_case": True},
-        indent=2, sort_keys=True))
+  epath.Path(out).mkdir(parents=True, exist_ok=True)
+  src.copy(epath.Path(out) / src.name, overwrite=True)
+  lowercase = True  # Unused by sentencepiece: its model holds its rules.
+  if src.name.endswith(".txt"):
+    lowercase = input_pipeline.load_metadata(str(src.parent))["lowercase"]
+  tok = tokenization.load_tokenizer(str(src), lowercase=lowercase)
+  try:
+    tokenizer_json.write(tok, out, model_max_length)
+  except tokenizer_json.UnsupportedTokenizer as e:
+    logging.warning("%s transformers.AutoTokenizer will not load %s; the "
+                    "model file is there for sentencepiece itself.", e, out)
 
 
 def export(workdir: str, output: str, step: int | None = None) -> list[str]:
@@ -52,7 +65,7 @@ def export(workdir: str, output: str, step: int | None = None) -> list[str]:
     convert.save_transformers(module, model_lib.generator_params(params),
                               written[-1])
   for out in written:
-    _copy_tokenizer(workdir, out)
+    _write_tokenizer(workdir, out, config.model.max_position_embeddings)
   logging.info("Exported step %d of %s to %s.", step, workdir,
                ", ".join(written))
   return written
@@ -76,7 +89,12 @@ def _define_flags() -> None:
   flags.DEFINE_integer("step", None, "Checkpoint step; default latest.")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The `electra-export` console script."""
   _define_flags()
   flags.mark_flags_as_required(["workdir", "output"])
   errors.run(main)
+
+
+if __name__ == "__main__":
+  cli()

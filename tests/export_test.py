@@ -58,7 +58,11 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path, run):
   with torch.no_grad():
     theirs = gen.eval()(input_ids=t_ids, attention_mask=t_mask).logits
   np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4)
-  assert (tmp_path / "a" / "discriminator" / "tokenizer.model").exists()
+  # The run's tokenizer file as it was, and what transformers loads.
+  for tower in ("discriminator", "generator"):
+    for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+      assert (tmp_path / "a" / tower / name).exists(), (tower, name)
 
   # Same params in, the same bytes out.
   export.export(str(run), str(tmp_path / "b"))
