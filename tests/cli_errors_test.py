@@ -46,6 +46,11 @@ def _cases(tmp):
         f"--output_dir={tmp / 'out'}"], "matched no files", 1),
       (["electra_jax.preprocess", f"--input={binary}",
         f"--output_dir={tmp / 'out'}"], "looks like a binary file", 1),
+      (["electra_jax.preprocess", f"--input={no_metadata}",
+        f"--output_dir={tmp / 'out'}"],
+       "is a directory but not a dataset saved with Dataset.save_to_disk", 1),
+      (["electra_jax.preprocess", f"--input={binary}", "--input_format=tsv",
+        f"--output_dir={tmp / 'out'}"], "value should be one of", 2),
       (["electra_jax.export", f"--workdir={empty}",
         f"--output={tmp / 'export'}"], "config.json: missing", 1),
       (["electra_jax.plot", f"--workdir={empty}",
@@ -53,7 +58,7 @@ def _cases(tmp):
   ]
 
 
-@pytest.mark.parametrize("case", range(9))
+@pytest.mark.parametrize("case", range(11))
 def test_a_user_mistake_is_one_line(tmp_path, case):
   args, message, code = _cases(tmp_path)[case]
   result = _run(*args)

@@ -30,6 +30,47 @@ def test_plan_shards():
   # Small corpora: one shard per file, up to four.
   assert len(preprocess.plan_shards([(str(i), 5) for i in range(6)],
                                     1 << 20)) == 4
+  # A source that is one document (or a dataset file) stays one piece.
+  shards = preprocess.plan_shards([("a", 10), ("b", 10), ("c", 100)], 40,
+                                  lambda source: source != "c")
+  assert [[(p.source, p.start, p.stop) for p in s] for s in shards] == [
+      [("a", 0, 10), ("b", 0, 10)], [("c", 0, 100)]]
+
+
+def test_long_lines_reach_tokenizer_training_in_parts():
+  # sentencepiece's trainer skips a sentence over 4192 bytes.
+  assert list(preprocess._spm_sized("short one")) == ["short one"]
+  parts = list(preprocess._spm_sized("ab " * 600))
+  assert parts == [" ".join(["ab"] * 333), " ".join(["ab"] * 267)]
+
+
+def test_documents_and_sentences_follow_the_flags(tmp_path):
+  inputs = (_write_corpus(str(tmp_path / "corpus")),)
+  text = "".join(open(os.path.join(tmp_path, "corpus", f"doc{f}.txt")).read()
+                 for f in range(3))
+  lines = [line for line in text.splitlines() if line]
+  vocab = tmp_path / "vocab.txt"  # A fixed tokenizer: the same tokens.
+  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[unused0]", "[CLS]", "[SEP]",
+                              "[MASK]", ".", *sorted(set(_WORDS))]) + "\n")
+  inputs_options = dict(inputs=inputs, tokenizer=str(vocab))
+  default = preprocess.preprocess(_options(tmp_path, "a", **inputs_options))
+  # A line is a sentence; blank lines end the 3 x 12 documents.
+  assert (default["stats"]["documents"], default["stats"]["sentences"]) == (
+      36, len(lines))
+  assert default["stats"]["empty_documents"] == 0
+  assert (default["blanks_separate_docs"], default["split_sentences"]) == (
+      True, False)
+  whole = preprocess.preprocess(_options(
+      tmp_path, "b", blanks_separate_docs=False, split_sentences=True,
+      **inputs_options))
+  # A file is a document; every "Words words." is a sentence.
+  assert (whole["stats"]["documents"], whole["stats"]["sentences"]) == (
+      3, text.count("."))
+  assert whole["stats"]["tokens"] == default["stats"]["tokens"]
+  with pytest.raises(ValueError, match="different settings "
+                     r"\(blanks_separate_docs, split_sentences differ\)"):
+    preprocess.preprocess(_options(tmp_path, "a", blanks_separate_docs=False,
+                                   split_sentences=True, **inputs_options))
 
 
 def _write_corpus(directory, num_files=3, docs_per_file=12, seed=0):

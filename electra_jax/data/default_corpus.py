@@ -35,7 +35,9 @@ from etils import epath
 from electra_jax.data import options as options_lib
 from electra_jax.data import preprocess
 
-CORPUS_VERSION = 2  # Bump when the text extraction or the split changes.
+# Bump when the text extraction, the split or the packing rules change (3:
+# lines are no longer split into sentences).
+CORPUS_VERSION = 3
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__",
               "idle_test", "testing", "_vendor", "vendored", "node_modules"}
 _DOC_EXTENSIONS = (".rst", ".md")  # .txt files here are mostly data.

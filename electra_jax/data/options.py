@@ -12,6 +12,11 @@ class Options:
   """Preprocessing settings; the flags of the same names set them."""
   output_dir: str
   inputs: tuple[str, ...] = ()
+  input_format: str = "auto"  # auto | text | hf (see text_sources._classify).
+  text_column: str = "text"  # The `datasets` column holding the text.
+  blanks_separate_docs: bool = True  # False: a file or row is one document.
+  split_sentences: bool = False  # Split lines into sentences (sentencex).
+  sentence_language: str = "en"  # The sentencex language code.
   tfds: str = ""
   tfds_split: str = "train"
   tfds_data_dir: str = ""

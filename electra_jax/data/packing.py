@@ -1,7 +1,8 @@
 """Packs tokenized sentences into ELECTRA examples and writes them as records.
 
 Packing is the reference's (see `ExampleBuilder`). `ShardWriter` tokenizes
-one shard's lines, packs them and writes the shard's train and eval
+one shard's lines (each a sentence, or split into sentences when
+`split_sentences` is on), packs them and writes the shard's train and eval
 ArrayRecord files; whole documents go to the eval split with probability
 `eval_fraction`. Each example is one record in the format of `records`.
 """
@@ -99,6 +100,7 @@ class ShardWriter:
     self._split_rng = random.Random(f"{seed}:split")
     self._dtype = records.record_dtype(self._tok.vocab_size)
     self._options, self.stats = options, text_sources.Stats()
+    self._sentences = text_sources.sentence_splitter(options)
     self._names = {split: f"{split}-{index:05d}-of-{num_shards:05d}"
                    ".array_record" for split in ("train", "eval")}
     self._writers, self._split, self._pending, self._doc_tokens = {}, "", [], 0
@@ -111,7 +113,7 @@ class ShardWriter:
     if not self._split:
       self._split = ("eval" if self._split_rng.random() <
                      self._options.eval_fraction else "train")
-    self._pending.extend(text_sources.split_sentences(line))
+    self._pending.extend(self._sentences(line))
     if len(self._pending) >= _ENCODE_CHUNK:
       self._flush(end_document=False)
 
@@ -142,7 +144,8 @@ class ShardWriter:
 
   def close(self) -> dict[str, str]:
     """Closes and renames the files; returns {split: file name}."""
-    self._flush(end_document=True)
+    if self._split:  # A document is still open (its end was not marked).
+      self._flush(end_document=True)
     files = {}
     for split, writer in self._writers.items():
       writer.close()

@@ -10,7 +10,7 @@ format (`records`) that readers check.
 """
 
 import collections
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import dataclasses
 import hashlib
 import itertools
@@ -38,12 +38,32 @@ from electra_jax.data import tokenization
 FORMAT_VERSION = 1
 _MIN_SHARDS = 4  # Small corpora: one shard per file, up to this many.
 _MAX_WARNINGS = 10  # Per shard; the counts in the summary are complete.
+# Characters of a tokenizer-training sentence: 4 UTF-8 bytes each at most
+# stay under sentencepiece's default max_sentence_length of 4192 bytes.
+_SPM_MAX_CHARS = 1000
 
 
 _HELP = {
     "output_dir": "Where the dataset is written (resumable).",
-    "inputs": "Comma-separated globs of UTF-8 text files: one sentence or "
-              "paragraph per line, blank lines between documents.",
+    "inputs": "Comma-separated globs of UTF-8 text files (a sentence or "
+              "paragraph per line, blank lines between documents), of "
+              ".parquet/.json/.jsonl/.csv/.arrow files, or directories of "
+              "datasets saved with save_to_disk (read with Hugging Face "
+              "datasets, streaming).",
+    "input_format": "auto: by extension (.parquet, .json, .jsonl, .csv, "
+                    ".arrow and saved-dataset directories are datasets, the "
+                    "rest text); text: every file is text; hf: every input "
+                    "must be a dataset.",
+    "text_column": "The column of a dataset (--input) holding the text.",
+    "blanks_separate_docs": "Blank lines end documents, as in electra's "
+                            "build_pretraining_dataset.py. Off: a whole file "
+                            "or dataset row is one document, blank lines "
+                            "skipped (its openwebtext build); use it for rows "
+                            "holding whole articles (Wikipedia).",
+    "split_sentences": "Split each line into sentences (needs the sentencex "
+                       "package). Off, as in electra: a line is a sentence.",
+    "sentence_language": "Language code for --split_sentences (en, de, "
+                         "ja...).",
     "tfds": "Instead of --input: a TFDS text dataset, prepared locally.",
     "tfds_split": "The TFDS split to read.",
     "tfds_data_dir": "The TFDS data_dir (empty: TFDS's default).",
@@ -103,20 +123,22 @@ def _write_json(path: str, value: Any) -> None:
   os.replace(path + ".tmp", path)
 
 
-def plan_shards(sources: Sequence[tuple[str, int]], shard_size: int
+def plan_shards(sources: Sequence[tuple[str, int]], shard_size: int,
+                splittable: Callable[[str], bool] = lambda source: True
                 ) -> list[tuple[text_sources.Piece, ...]]:
   """Groups small sources and splits large ones into about-equal shards.
 
   There are ceil(total / shard_size) shards, but at least one per source up
-  to _MIN_SHARDS (so that small corpora still use several workers). The plan
-  depends only on the sources and `shard_size`, never on the worker count.
+  to _MIN_SHARDS (so that small corpora still use several workers). A source
+  for which `splittable` is false stays one piece. The plan depends only on
+  the sources, `shard_size` and `splittable`, never on the worker count.
   """
   total = sum(size for _, size in sources)
   num = max(1, math.ceil(total / shard_size), min(len(sources), _MIN_SHARDS))
   target = total / num
   shards, offset = collections.defaultdict(list), 0
   for source, size in sources:
-    parts = max(1, round(size / target))
+    parts = max(1, round(size / target)) if splittable(source) else 1
     for k in range(parts):
       start, stop = size * k // parts, size * (k + 1) // parts
       # A piece goes to the shard its middle falls in.
@@ -130,15 +152,34 @@ def _training_sentences(shards: Sequence[tuple[text_sources.Piece, ...]],
                         options: options_lib.Options) -> Iterator[str]:
   """Sentences for tokenizer training: the first part of every shard."""
   budget = options.tokenizer_train_mb * 2**20 // len(shards)
+  split = text_sources.sentence_splitter(options)
   for pieces in shards:
     used = 0
     for line in text_sources.shard_lines(pieces, options,
                                          text_sources.Stats(), []):
       if line is not None:
-        yield from text_sources.split_sentences(line)
+        for sentence in split(line):
+          yield from _spm_sized(sentence)
         used += len(line)
         if used >= budget:
           break
+
+
+def _spm_sized(sentence: str) -> Iterator[str]:
+  """A sentence, in parts of whole words if sentencepiece's trainer would
+  skip it whole (over 4192 bytes: a paragraph per line, unsplit)."""
+  if len(sentence) <= _SPM_MAX_CHARS:
+    yield sentence
+    return
+  part, size = [], 0
+  for word in sentence.split():
+    if part and size + len(word) > _SPM_MAX_CHARS:
+      yield " ".join(part)
+      part, size = [], 0
+    part.append(word)
+    size += len(word) + 1
+  if part:
+    yield " ".join(part)
 
 
 def _prepare_tokenizer(shards: Sequence[tuple[text_sources.Piece, ...]],
@@ -179,6 +220,11 @@ def _check_options(options: options_lib.Options) -> None:
                            f"{options.max_seq_length}.")
   if not 0 <= options.eval_fraction < 1:
     raise errors.UserError("--eval_fraction must be in [0, 1).")
+  if options.input_format not in text_sources.INPUT_FORMATS:
+    raise errors.UserError(
+        f"--input_format must be one of {', '.join(text_sources.INPUT_FORMATS)}"
+        f", not {options.input_format!r}.")
+  text_sources.sentence_splitter(options)  # Fails now if sentencex is absent.
 
 
 def preprocess(options: options_lib.Options) -> dict[str, Any]:
@@ -201,7 +247,9 @@ def preprocess(options: options_lib.Options) -> dict[str, Any]:
     logging.warning("%s", warning)
   shard_size = (options.tfds_docs_per_shard if options.tfds
                 else options.shard_mb * 2**20)
-  shards = plan_shards(sources, shard_size)
+  shards = plan_shards(
+      sources, shard_size,
+      lambda source: text_sources.splittable(source, options))
   settings = dataclasses.asdict(options)
   for key in ("output_dir", "num_workers"):
     del settings[key]
@@ -342,6 +390,9 @@ def _finish(options: options_lib.Options, tok: tokenization.Tokenizer,
       "num_shards": num_shards,
       "seed": options.seed,
       "eval_fraction": options.eval_fraction,
+      # How text became examples (settings.json has every setting).
+      "blanks_separate_docs": options.blanks_separate_docs,
+      "split_sentences": options.split_sentences,
       "source": options.tfds or list(options.inputs),
       "stats": dataclasses.asdict(stats),
   }
@@ -366,6 +417,8 @@ def define_flags() -> None:
       flags.DEFINE_string(name, None, help_, required=True)
     elif name == "inputs":
       flags.DEFINE_list("input", [], help_)
+    elif name == "input_format":
+      flags.DEFINE_enum(name, default, text_sources.INPUT_FORMATS, help_)
     elif isinstance(default, bool):
       flags.DEFINE_bool(name, default, help_)
     elif isinstance(default, int):

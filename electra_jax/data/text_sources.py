@@ -1,49 +1,60 @@
-"""Reads the input text of preprocessing: files or a TFDS dataset, as lines.
+"""Reads the input text of preprocessing: files, TFDS or `datasets`, as lines.
 
 Input text follows google-research/electra's `build_pretraining_dataset.py`:
-documents are separated by blank lines and each line is a sentence or a
-paragraph; paragraphs are split into sentences by a punctuation rule
-(`split_sentences`). A TFDS record is one document whose lines are
-paragraphs.
+a line is the unit packing works with (a sentence or a paragraph), and blank
+lines separate documents. With `blanks_separate_docs=False` blank lines are
+skipped and a whole file is one document, as the reference's
+`build_openwebtext_pretraining_dataset.py` reads OpenWebText. A TFDS record
+or a `datasets` row (`hf_source`) is read as a file's contents: one
+document, also cut at blank lines unless `blanks_separate_docs` is off.
+Lines are split further into sentences only if `split_sentences` is on
+(`sentence_splitter`, with the optional `sentencex` package).
 
-A source is read in `Piece`s (byte ranges of a file, or record ranges of a
-TFDS split) so that shards can be built in parallel. Bad input is counted in
-`Stats` rather than fatal: invalid UTF-8 is replaced by U+FFFD, and lines
-longer than `max_line_bytes` are read in pieces of that size.
+A source is read in `Piece`s (byte ranges of a file, record ranges of a
+TFDS split, whole `datasets` files) so that shards can be built in parallel.
+Bad input is counted in `Stats` rather than fatal: invalid UTF-8 is replaced
+by U+FFFD, and lines longer than `max_line_bytes` are read in pieces of that
+size.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 import dataclasses
 import glob
 import io
 import os
-import re
 from typing import Any
 
 from etils import epath
 
 from electra_jax import errors
+from electra_jax.data import hf_source
 from electra_jax.data import options as options_lib
 
-# Split after ., ! or ? (and closing quotes/brackets) when whitespace and an
-# upper-case letter, digit or opening quote follow. Not after initials or a
-# few common abbreviations.
-_BOUNDARY = re.compile(r"""[.!?]["')\]]*(?=\s+["'(\[]?[A-Z0-9])""")
-_ABBREVIATION = re.compile(
-    r"(?:^|\s)(?:[A-Za-z]|Mr|Mrs|Ms|Dr|Prof|St|vs|etc|e\.g|i\.e|cf|al|Fig|No)"
-    r"\.$")
+INPUT_FORMATS = ("auto", "text", "hf")
 
 
-def split_sentences(text: str) -> list[str]:
-  """Splits a paragraph into sentences (a simple punctuation rule)."""
-  sentences, start = [], 0
-  for match in _BOUNDARY.finditer(text):
-    if _ABBREVIATION.search(text, start, match.start() + 1):
-      continue
-    sentences.append(text[start:match.end()].strip())
-    start = match.end()
-  sentences.append(text[start:].strip())
-  return [s for s in sentences if s]
+def sentence_splitter(options: options_lib.Options
+                      ) -> Callable[[str], list[str]]:
+  """What a line becomes for packing: itself, or its sentences.
+
+  The reference packs lines as they are; `split_sentences` splits them with
+  sentencex (rule-based, many languages, no model files), for corpora that
+  hold a paragraph per line.
+  """
+  if not options.split_sentences:
+    return lambda line: [line]
+  try:
+    import sentencex  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise errors.UserError(
+        "--split_sentences needs the sentencex package: pip install "
+        "sentencex==1.0.32 (or leave --split_sentences off: a line is then "
+        "one sentence).") from e
+  language = options.sentence_language
+
+  def split(line: str) -> list[str]:
+    return [s.strip() for s in sentencex.segment(language, line) if s.strip()]
+  return split
 
 
 @dataclasses.dataclass
@@ -69,8 +80,9 @@ class Stats:
 
 @dataclasses.dataclass(frozen=True)
 class Piece:
-  """A byte range [start, stop) of a file, or records of a TFDS split."""
-  source: str  # A file path, or "tfds:NAME:SPLIT".
+  """A byte range [start, stop) of a file, records of a TFDS split, or a
+  whole `datasets` file (its bytes)."""
+  source: str  # A file path, "tfds:NAME:SPLIT" or "hf:BUILDER:PATH".
   start: int
   stop: int
   size: int  # Size of the whole source (bytes or records).
@@ -170,21 +182,53 @@ def _tfds_texts(piece: Piece, data_dir: str, text_key: str) -> Iterator[Any]:
     yield example[text_key]
 
 
+def _record_lines(text: str, blanks_separate_docs: bool
+                  ) -> Iterator[str | None]:
+  """A TFDS record's or a row's lines, read as a file's contents: None ends
+  each document."""
+  in_document = False
+  for line in text.split("\n"):
+    line = line.strip()
+    if line:
+      in_document = True
+      yield line
+    elif in_document and blanks_separate_docs:
+      in_document = False
+      yield None
+  if in_document:
+    yield None
+
+
+def _records(piece: Piece, options: options_lib.Options) -> Iterable[Any]:
+  """The texts of a TFDS piece's records or a `datasets` file's rows."""
+  if piece.source.startswith(hf_source.PREFIX):
+    return hf_source.texts(piece.source, options.text_column)
+  return _tfds_texts(piece, options.tfds_data_dir, options.text_key)
+
+
+def splittable(source: str, options: options_lib.Options) -> bool:
+  """Whether a source may be read in several byte ranges.
+
+  Only text files whose documents end at blank lines: a file that is one
+  document stays whole, so that it is one document of one shard (and of one
+  split); `datasets` files are read row by row from their start.
+  """
+  return (options.blanks_separate_docs and
+          not source.startswith((hf_source.PREFIX, "tfds:")))
+
+
 def shard_lines(pieces: Sequence[Piece], options: options_lib.Options,
                 stats: Stats, warnings: list[str]) -> Iterator[str | None]:
   """Non-blank stripped lines of a shard; None marks a document's end."""
   for piece in pieces:
-    if piece.source.startswith("tfds:"):
-      for text in _tfds_texts(piece, options.tfds_data_dir, options.text_key):
+    if piece.source.startswith(("tfds:", hf_source.PREFIX)):
+      for text in _records(piece, options):
         if isinstance(text, bytes):
           text = _decode(text, stats)
-        lines = [line.strip() for line in str(text).splitlines()]
-        lines = [line for line in lines if line]
+        lines = list(_record_lines(text or "", options.blanks_separate_docs))
         if not lines:
           stats.empty_documents += 1
-          continue
         yield from lines
-        yield None
       continue
     any_text = in_document = False
     before = dataclasses.replace(stats)
@@ -193,10 +237,10 @@ def shard_lines(pieces: Sequence[Piece], options: options_lib.Options,
       if line:
         any_text = in_document = True
         yield line
-      elif in_document:
+      elif in_document and options.blanks_separate_docs:
         in_document = False
         yield None
-    if in_document:
+    if in_document:  # A piece is whole when blank lines do not end documents.
       yield None
     if not any_text and piece.start == 0 and piece.stop >= piece.size:
       stats.whitespace_only_files += 1
@@ -222,6 +266,34 @@ def _glob(pattern: str) -> list[str]:
   return glob.glob(os.path.expanduser(pattern), recursive=True)
 
 
+def _classify(pattern: str, input_format: str) -> list[str]:
+  """The sources a pattern names: text file paths, or `hf_source` names.
+
+  A directory is a saved dataset (unless `input_format` is "text"); one that
+  is not is an error when named outright and skipped when a glob matched it.
+  A file is a `datasets` file by its extension under "auto", always under
+  "hf", never under "text".
+  """
+  sources = []
+  for path in sorted(_glob(pattern)):
+    p = epath.Path(path)
+    if p.is_dir():
+      if input_format == "text":
+        continue
+      if hf_source.is_dataset_dir(path) or not glob.has_magic(pattern):
+        sources += [hf_source.source_name("arrow", f)
+                    for f in hf_source.saved_dataset_files(path)]
+    elif p.is_file():
+      builder = hf_source.builder_of(path) if input_format != "text" else None
+      if input_format == "hf" and builder is None:
+        raise errors.UserError(
+            f"--input_format=hf: {path} is not a saved dataset nor a file "
+            f"of a kind `datasets` reads ({', '.join(hf_source.BUILDERS)}); "
+            "pass --input_format=text for plain text.")
+      sources.append(hf_source.source_name(builder, path) if builder else path)
+  return sources
+
+
 def list_inputs(options: options_lib.Options, warnings: list[str]
                 ) -> tuple[list[tuple[str, int]], int]:
   """Returns the sources with their sizes, and the number of empty files."""
@@ -235,25 +307,29 @@ def list_inputs(options: options_lib.Options, warnings: list[str]
     return [(f"tfds:{options.tfds}:{options.tfds_split}", count)], 0
   files = set()
   for pattern in options.inputs:
-    matched = [p for p in _glob(pattern) if epath.Path(p).is_file()]
+    matched = _classify(pattern, options.input_format)
     if not matched:
       raise errors.UserError(f"--input pattern {pattern!r} matched no files.")
     files.update(matched)
   sources, empty = [], 0
-  for path in sorted(files):
-    with epath.Path(path).open("rb") as f:
-      head = f.read(8192)
-    if b"\x00" in head:  # Text never holds NUL bytes; binaries do.
-      raise errors.UserError(
-          f"{path} looks like a binary file (it holds NUL bytes), not text; "
-          "pass text files with --input.")
+  for source in sorted(files):
+    is_hf = source.startswith(hf_source.PREFIX)
+    path = source.split(":", 2)[2] if is_hf else source
+    if not is_hf:
+      with epath.Path(path).open("rb") as f:
+        head = f.read(8192)
+      if b"\x00" in head:  # Text never holds NUL bytes; binaries do.
+        raise errors.UserError(
+            f"{path} looks like a binary file (it holds NUL bytes), not "
+            "text; pass text files with --input.")
     size = epath.Path(path).stat().length
     if size:
-      sources.append((path, size))
+      sources.append((source, size))
     else:
       empty += 1
       warnings.append(f"{path}: empty file; skipped.")
   if not sources:
     raise errors.UserError(f"All {len(files)} input file(s) are empty.")
+  if hf := [s for s, _ in sources if s.startswith(hf_source.PREFIX)]:
+    hf_source.check_column(hf[0], options.text_column)
   return sources, empty
-
