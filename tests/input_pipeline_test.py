@@ -5,8 +5,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
+from array_record.python import array_record_module
 import numpy as np
 import pytest
 
@@ -233,10 +235,11 @@ def test_data_spec(data):
 def test_benchmark_script(data):
   result = subprocess.run(
       [sys.executable, "benchmarks/input_pipeline.py", f"--data_dir={data}",
-       "--batch_size=4", "--seconds=0.2"],
+       "--batch_size=4", "--seconds=0.2", "--num_files=7", "--read_threads=2"],
       cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
   assert result.returncode == 0, result.stderr
   assert "batches/s of 4 x 16" in result.stdout
+  assert "read_threads=2, prefetch=2" in result.stdout
 
 
 def test_prepare_default_corpus(tmp_path):
@@ -303,3 +306,136 @@ x = compute(a, b)  # Code is dropped.
   assert default_corpus.clean_document("Too short.") == ""
   assert default_corpus.clean_document(  # A list of names, not prose.
       "\n".join(f"Name number {i}" for i in range(30))) == ""
+
+
+class _Reads:
+  """Stands in for ArrayRecord's reader module: the real reader, whose reads
+  take `delay(file)` seconds and fail on `bad` example positions, counting
+  how many are in progress at once."""
+
+  def __init__(self, delay=lambda path: 0.0, bad=()):
+    self.delay, self.bad, self.lock = delay, set(bad), threading.Lock()
+    self.active = self.peak = 0
+    reads = self
+
+    class Reader:
+
+      def __init__(self, path, options):
+        self._reader = array_record_module.ArrayRecordReader(path, options)
+        self._path = os.path.basename(path)
+
+      def num_records(self):
+        return self._reader.num_records()
+
+      def read(self, positions):
+        with reads.lock:
+          reads.active += 1
+          reads.peak = max(reads.peak, reads.active)
+        try:
+          time.sleep(reads.delay(self._path))
+          if {(self._path, p) for p in positions} & reads.bad:
+            raise RuntimeError(f"injected failure in {self._path}")
+          return self._reader.read(positions)
+        finally:
+          with reads.lock:
+            reads.active -= 1
+
+    self.ArrayRecordReader = Reader  # pylint: disable=invalid-name
+
+
+def _input_threads(before=()):
+  """The input threads alive that were not in `before` (other tests leave
+  iterators unclosed)."""
+  return [t.name for t in threading.enumerate() if t not in before and (
+      t.name == "train_input" or t.name.startswith("input_read"))]
+
+
+def _batches(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _same(a, b):
+  return all(x.keys() == y.keys() and all(np.array_equal(x[k], y[k])
+                                          for k in x) for x, y in zip(a, b))
+
+
+def test_concurrent_reads_give_the_same_batches(tmp_path, monkeypatch):
+  """Files read on threads, three batches in flight, the later files
+  answering first: the batches are those of one file at a time, in order,
+  across epoch boundaries (batches of 8 in epochs of 20) and after
+  set_state."""
+  data = testing.write_dataset(tmp_path / "d", num_train=20, num_eval=2,
+                               files=7)
+  def make(read_threads, prefetch):
+    return input_pipeline.make_train_iterator(
+        data, batch_size=8, seed=5, process_index=0, process_count=1,
+        max_seq_length=L, prefetch=prefetch, read_threads=read_threads)
+  one_at_a_time = make(read_threads=1, prefetch=1)
+  reference = _batches(one_at_a_time, 10)
+  one_at_a_time.close()
+  for batch in reference:  # Every row is the example its ids name.
+    for row, i in enumerate(_ids(batch)):
+      ids, _ = testing.example(i)
+      assert batch["input_ids"][row, :len(ids)].tolist() == ids
+  before = threading.enumerate()
+  reads = _Reads(delay=lambda path: 0.03 * (7 - int(path[6:11])))
+  monkeypatch.setattr(input_pipeline, "array_record_module", reads)
+  it = make(read_threads=8, prefetch=3)
+  assert _same(_batches(it, 10), reference)
+  assert reads.peak > 1  # The reads did overlap.
+  it.set_state({"batch_index": 3})
+  assert _same(_batches(it, 7), reference[3:])
+  resumed = make(read_threads=8, prefetch=3)
+  resumed.set_state({"batch_index": 6})
+  assert _same(_batches(resumed, 4), reference[6:])
+  it.close()
+  resumed.close()
+  assert not _input_threads(before)
+
+
+def test_batches_in_flight_overlap(tmp_path, monkeypatch):
+  """With prefetch 3, more files are being read at once than one batch
+  touches; with one thread, one file at a time."""
+  data = testing.write_dataset(tmp_path / "d", num_train=40, num_eval=2,
+                               files=8)
+  for read_threads, prefetch in ((16, 3), (1, 3)):
+    reads = _Reads(delay=lambda path: 0.1)
+    monkeypatch.setattr(input_pipeline, "array_record_module", reads)
+    it = input_pipeline.make_train_iterator(
+        data, batch_size=4, seed=0, process_index=0, process_count=1,
+        max_seq_length=L, prefetch=prefetch, read_threads=read_threads)
+    next(it)
+    time.sleep(0.3)
+    it.close()
+    if read_threads == 1:
+      assert reads.peak == 1
+    else:
+      assert reads.peak > 4  # A batch of 4 rows reads at most 4 files.
+
+
+def test_failed_read_surfaces_at_its_batch(tmp_path, monkeypatch):
+  """A read that fails is raised by the next() of the batch that needed it:
+  the batches before it arrive intact although later ones were in flight,
+  and no thread is left running."""
+  data = testing.write_dataset(tmp_path / "d", num_train=20, num_eval=2,
+                               files=4)
+  def make(reads=None):
+    if reads:
+      monkeypatch.setattr(input_pipeline, "array_record_module", reads)
+    return input_pipeline.make_train_iterator(
+        data, batch_size=4, seed=1, process_index=0, process_count=1,
+        max_seq_length=L, prefetch=3, read_threads=4)
+  uninterrupted = make()
+  reference = _batches(uninterrupted, 8)
+  uninterrupted.close()
+  # Example 12 is position 2 of file 2 (files of 5); its batch comes from
+  # the uninterrupted stream.
+  failing = [k for k, b in enumerate(reference) if 12 in _ids(b)][0]
+  before = threading.enumerate()
+  it = make(_Reads(bad={("train-00002-of-00004.array_record", 2)}))
+  assert _same(_batches(it, failing), reference[:failing])
+  with pytest.raises(RuntimeError, match="injected failure in train-00002"):
+    next(it)
+  assert not _input_threads(before)  # Stopped at the failure.
+  it.close()
+  assert not _input_threads(before)

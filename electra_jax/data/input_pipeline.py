@@ -2,8 +2,8 @@
 
 The shards written by `electra_jax.preprocess` are read by index with
 ArrayRecord's reader (one sorted read per file and batch, the same reader
-grain's `ArrayRecordDataSource` wraps, without its per-call thread pool), so
-the position in the data is one integer:
+grain's `ArrayRecordDataSource` wraps), so the position in the data is one
+integer:
 
   spec = input_pipeline.load_data_spec(data_dir)  # vocab, special ids, length
   it = input_pipeline.make_train_iterator(
@@ -22,6 +22,12 @@ process and survives a change of process count. A background thread
 prepares the next batches; the state always names the next batch the caller
 receives, never one the thread is working on.
 
+From a bucket every example is a ranged GET that waits a round trip, and a
+large corpus puts each row of a batch in another file. So the next
+`prefetch` batches' reads are in flight at once, one file per thread of
+`read_threads` (ArrayRecord's pool then splits a file's records); decoding
+and order stay in the one thread, so batches do not depend on thread counts.
+
 Eval batches are the eval split in file order, padded with empty rows
 (`input_mask` 0) once it runs out, identical on every call.
 
@@ -31,11 +37,13 @@ another record format (`records.check_metadata`).
 The speed of this pipeline: `python benchmarks/input_pipeline.py`.
 """
 
-from collections.abc import Iterator
+import collections
+from collections.abc import Callable, Iterator
+from concurrent import futures
+import functools
 import json
 import queue
 import threading
-import time
 from typing import Any
 
 from etils import epath
@@ -49,6 +57,9 @@ from electra_jax.data import records
 from electra_jax.data import spec as data_spec
 
 Batch = dict[str, np.ndarray]
+# Files read at once for training: a bucket serves (in flight / round trip)
+# GETs per second, one per example; local files leave the threads idle.
+READ_THREADS = 32
 _REQUIRED_KEYS = ("vocab_size", "pad_id", "unk_id", "cls_id", "sep_id",
                   "mask_id", "max_seq_length", "num_train_examples",
                   "num_eval_examples", "tokenizer", "tokenizer_sha256")
@@ -96,7 +107,8 @@ def save_tokenizer(data_dir: str, workdir: str) -> None:
 class ExampleSource:
   """Random access to one split, decoded into fixed-length arrays."""
 
-  def __init__(self, data_dir: str, split: str, max_seq_length: int):
+  def __init__(self, data_dir: str, split: str, max_seq_length: int,
+               read_threads: int = 1):
     metadata = load_metadata(data_dir)
     if max_seq_length != metadata["max_seq_length"]:
       raise ValueError(
@@ -106,6 +118,8 @@ class ExampleSource:
     self._paths = [str(epath.Path(data_dir) / f["path"]) for f in files]
     self._offsets = np.cumsum([0] + [f["num_examples"] for f in files])
     self._readers = [None] * len(files)  # Opened on first use.
+    self._open_locks = [threading.Lock() for _ in files]
+    self._read_threads, self._pool = read_threads, None
     self._length = int(self._offsets[-1])
     expected = metadata[f"num_{split}_examples"]
     if self._length != expected:
@@ -115,38 +129,80 @@ class ExampleSource:
     self._max_len, self._pad_id = max_seq_length, metadata["pad_id"]
 
   def _reader(self, k: int) -> array_record_module.ArrayRecordReader:
-    if self._readers[k] is None:
-      # No read-ahead: every read is a random access.
-      reader = array_record_module.ArrayRecordReader(
-          self._paths[k], "readahead_buffer_size:0")
-      expected = self._offsets[k + 1] - self._offsets[k]
-      if reader.num_records() != expected:
-        raise ValueError(f"{self._paths[k]} holds {reader.num_records()} "
-                         f"records, metadata.json says {expected}.")
-      self._readers[k] = reader
+    # Opened by the first thread to read it (round trips from a bucket); one
+    # shared reader per file: its reads are thread-safe (grain relies on it).
+    with self._open_locks[k]:
+      if self._readers[k] is None:
+        # No read-ahead: every read is a random access.
+        reader = array_record_module.ArrayRecordReader(
+            self._paths[k], "readahead_buffer_size:0")
+        expected = self._offsets[k + 1] - self._offsets[k]
+        if reader.num_records() != expected:
+          raise ValueError(f"{self._paths[k]} holds {reader.num_records()} "
+                           f"records, metadata.json says {expected}.")
+        self._readers[k] = reader
     return self._readers[k]
 
-  def read(self, keys: np.ndarray) -> list[bytes]:
-    """The records at global indices `keys` (one sorted read per file)."""
+  def start_read(self, keys: np.ndarray) -> Callable[[], list[bytes]]:
+    """Starts reading the records at global indices `keys` (one sorted read
+    per file, on `read_threads` threads); returns what waits for them."""
     files = np.searchsorted(self._offsets, keys, side="right") - 1
-    records = [b""] * len(keys)
+    groups = []
     for k in np.unique(files):
       rows = np.flatnonzero(files == k)
       rows = rows[np.argsort(keys[rows], kind="stable")]
-      positions = (keys[rows] - self._offsets[k]).tolist()
-      for row, record in zip(rows, self._reader(k).read(positions)):
-        records[row] = record
-    return records
+      groups.append((int(k), rows, (keys[rows] - self._offsets[k]).tolist()))
+    # At most `read_threads` tasks: one per file costs more than a local read.
+    tasks = [groups[i::self._read_threads] for i in range(
+        min(self._read_threads, len(groups)))]
+    read = lambda task: [self._reader(k).read(p) for k, _, p in task]
+    pending = None  # Read by the caller, in wait().
+    if self._read_threads > 1 and tasks:
+      if self._pool is None:
+        self._pool = futures.ThreadPoolExecutor(
+            self._read_threads, thread_name_prefix="input_read")
+      pending = [self._pool.submit(read, task) for task in tasks]
+
+    def wait() -> list[bytes]:
+      records = [b""] * len(keys)
+      try:
+        for task, done in zip(tasks, pending or tasks):
+          values = done.result() if pending else read(task)
+          for (_, rows, _), got in zip(task, values):
+            for row, record in zip(rows, got):
+              records[row] = record
+      finally:  # After a failed read the rest of the batch is not needed.
+        for done in pending or ():
+          done.cancel()
+      return records
+    return wait
+
+  def read(self, keys: np.ndarray) -> list[bytes]:
+    """The records at global indices `keys` (see `start_read`)."""
+    return self.start_read(keys)()
+
+  def close(self) -> None:
+    """Stops the reading threads (a later read starts them again)."""
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
+      self._pool = None
 
   def __len__(self) -> int:
     return self._length
 
   def batch(self, indices: np.ndarray) -> Batch:
     """Examples at `indices` (-1: an empty row), each [len(indices), L]."""
+    return self.start_batch(indices)()
+
+  def start_batch(self, indices: np.ndarray) -> Callable[[], Batch]:
+    """Starts `batch(indices)`'s reads; returns what waits and decodes."""
     rows = np.flatnonzero(indices >= 0)
-    ids, n_a, lengths = records.decode(
-        self.read(indices[rows]) if len(rows) else [], self._dtype,
-        self._max_len, self._pad_id)
+    return functools.partial(self._decode, indices, rows,
+                             self.start_read(indices[rows]))
+
+  def _decode(self, indices, rows, wait) -> Batch:
+    ids, n_a, lengths = records.decode(wait(), self._dtype, self._max_len,
+                                       self._pad_id)
     shape = (len(indices), self._max_len)
     input_ids = np.full(shape, self._pad_id, np.int32)
     input_ids[rows] = ids
@@ -158,6 +214,10 @@ class ExampleSource:
                          (positions < lengths[:, None]))
     return {"input_ids": input_ids, "input_mask": input_mask,
             "segment_ids": segment_ids}
+
+
+def _raise(error: Exception):
+  raise error
 
 
 def _local_slice(batch_size: int, process_index: int,
@@ -179,8 +239,8 @@ class TrainIterator:
   """Endless, reshuffled-per-epoch, per-process training batches.
 
   See the module docstring for the order. `get_state()`/`set_state()` save
-  and restore the position exactly; batches are prepared `prefetch` ahead by
-  a daemon thread.
+  and restore the position exactly; a daemon thread keeps the reads of the
+  next `prefetch` batches in flight and up to `prefetch` batches ready.
   """
 
   def __init__(self, source: ExampleSource, *, batch_size: int, seed: int,
@@ -215,11 +275,23 @@ class TrainIterator:
                       seed=self._epoch_seed(p // num), rounds=4)
         for p in positions], np.int64)
 
+  def _start(self, batch_index: int) -> Callable[[], Batch]:
+    try:
+      return self._source.start_batch(self.indices(batch_index))
+    except Exception as e:  # pylint: disable=broad-except
+      return functools.partial(_raise, e)  # At that batch, in order.
+
   def _produce(self, batch_index: int, stop: threading.Event,
                out: queue.Queue) -> None:
+    # Started in order, finished in order: a batch does not depend on what
+    # else is in flight. Reads left in flight at a stop finish unused (close
+    # waits for them).
+    in_flight = collections.deque()
     while not stop.is_set():
+      while len(in_flight) < self._prefetch:
+        in_flight.append(self._start(batch_index + len(in_flight)))
       try:
-        item = self._source.batch(self.indices(batch_index))
+        item = in_flight.popleft()()
       except Exception as e:  # pylint: disable=broad-except
         item = e  # Raised in the consumer, at the batch that failed.
       while not stop.is_set():
@@ -245,7 +317,7 @@ class TrainIterator:
     batch_index, item = self._queue.get()
     assert batch_index == self._next_batch, (batch_index, self._next_batch)
     if isinstance(item, Exception):
-      self._shutdown()
+      self.close()  # Its reads too: nothing left running.
       raise item
     self._next_batch += 1
     return item
@@ -273,14 +345,15 @@ class TrainIterator:
       self._thread = None
 
   def close(self) -> None:
-    """Stops the prefetch thread."""
+    """Stops the background thread and the reading threads."""
     self._shutdown()
+    self._source.close()
 
 
 def make_train_iterator(data_dir: str, *, batch_size: int, seed: int,
                         process_index: int, process_count: int,
-                        max_seq_length: int, prefetch: int = 2
-                        ) -> TrainIterator:
+                        max_seq_length: int, prefetch: int = 2,
+                        read_threads: int = READ_THREADS) -> TrainIterator:
   """Returns this process's training batches.
 
   Args:
@@ -291,14 +364,16 @@ def make_train_iterator(data_dir: str, *, batch_size: int, seed: int,
     process_index: this process (`jax.process_index()`).
     process_count: all processes (`jax.process_count()`).
     max_seq_length: must equal the data's.
-    prefetch: batches prepared ahead by a background thread.
+    prefetch: batches whose reads are in flight at once (and batches kept
+      ready).
+    read_threads: files read at once (1: one after another).
 
   Returns:
     A `TrainIterator` of dicts of int32 arrays `input_ids`, `input_mask`,
     `segment_ids`, each [batch_size // process_count, max_seq_length].
   """
   _local_slice(batch_size, process_index, process_count)
-  source = ExampleSource(data_dir, "train", max_seq_length)
+  source = ExampleSource(data_dir, "train", max_seq_length, read_threads)
   return TrainIterator(source, batch_size=batch_size, seed=seed,
                        process_index=process_index,
                        process_count=process_count, prefetch=prefetch)
