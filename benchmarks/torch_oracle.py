@@ -13,15 +13,17 @@ embeddings); optimizer: `electra_jax.optimizer.adamw` written out in torch.
 
 Supported: ELECTRA, MLM-only (`electra_objective=False`), `uniform_generator`,
 `disallow_correct`, `untied_generator_embeddings`, all three schedules, with
-or without `bias_correction`. A clear error: `optimizer="lamb"`, `init_from`.
+or without `bias_correction`. A clear error: `optimizer="lamb"`, `init_from`,
+`sample_with_replacement`.
 Ignored: sharding, checkpoints/resume, profiling, `model.dtype` (float32
 here), `grad_accum_steps` (full batches; in JAX the same up to dropout).
 
 Differences from the JAX step that remain:
   * random streams: masking, sampling (Gumbel-max here, inverse CDF there;
     the same distribution) and dropout draw from torch's generator;
-  * init: transformers' normal(0.02), not truncated normal; row 0 of each
-    word table starts at 0 (transformers' padding_idx init);
+  * init: transformers' normal(0.02), not truncated normal (glorot uniform
+    where the reference has no initializer, as in JAX); row 0 of each word
+    table starts at 0 (transformers' padding_idx init);
   * masking excludes [CLS]/[SEP] but not [MASK] ids in the input (JAX also
     excludes [MASK]; pretraining data has none);
   * attention masking and GELU/LayerNorm kernels differ in float rounding.
@@ -140,6 +142,16 @@ class Oracle(torch_baseline.Electra):
     for m in self.modules():  # No pad-row special case, as in JAX.
       if isinstance(m, torch.nn.Embedding):
         m.padding_idx = None
+    # TF's default (glorot uniform) where the reference passes no
+    # initializer, as model.tf_default_init.
+    towers = [getattr(self, n, None) for n in ("generator", "discriminator")]
+    for tower in filter(None, towers):
+      project = getattr(tower.electra, "embeddings_project", None)
+      if project is not None:
+        torch.nn.init.xavier_uniform_(project.weight)
+    if obj.electra_objective:
+      torch.nn.init.xavier_uniform_(
+          self.discriminator.discriminator_predictions.dense_prediction.weight)
     self.vocab_size = config.model.vocab_size
 
   def run(self, ids, input_mask, segments, n, unigram=None):
@@ -263,6 +275,9 @@ def check_supported(config) -> None:
         "oracle only implements adamw.")
   if config.init_from:
     raise NotImplementedError("init_from is not supported by the oracle.")
+  if config.objective.sample_with_replacement:
+    raise NotImplementedError(
+        "objective.sample_with_replacement is not supported by the oracle.")
 
 
 def train_and_evaluate(config, workdir: str, threads: int | None = None):

@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   obj.electra_objective = True  # False: MLM-only (BERT) baseline.
   obj.mask_prob = 0.15  # Fraction of tokens chosen for prediction.
   obj.mask_token_prob = 0.85  # Of the chosen: [MASK]; the rest keep theirs.
+  obj.sample_with_replacement = False  # True: i.i.d. as the reference.
   obj.gen_weight = 1.0  # Weight of the generator's MLM loss.
   obj.disc_weight = 50.0  # Weight of the replaced-token-detection loss.
   obj.temperature = 1.0  # Generator sampling temperature.
@@ -62,6 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   inp.max_seq_length = 128  # Tokens per example, [CLS] and [SEP]s included.
   inp.batch_size = 128  # Global batch size (all hosts together).
   inp.data_dir = ""  # Preprocessed shards; empty: built-in default corpus.
+  inp.read_threads = 32  # Files read at once (bucket round trips); 1: serial.
   inp.default_vocab_size = 8000  # Sentencepiece pieces of the default corpus.
   inp.default_corpus_bytes = 4_000_000  # Text gathered for the default corpus.
   inp.default_data_cache = ""  # Its cache; empty: ~/.cache/electra_jax.

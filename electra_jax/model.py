@@ -4,10 +4,11 @@ discriminator towers, and the pretraining model that ties them together.
 Numerics follow google-research/electra and transformers' ELECTRA exactly:
 exact (erf) GELU, LayerNorm eps 1e-12, post-LN BERT layers, a shared
 embedding block (word, position, token type, LayerNorm) with one
-`embeddings_project` per tower when `embedding_size != hidden_size`. How the
-products, dropouts and layer stack run fast lives in `electra_jax/nn/`;
-modules here take a `ModelConfig`, never a run config (`train.py` builds
-it).
+`embeddings_project` per tower when `embedding_size != hidden_size`; so does
+the init: truncated normal(initializer_range), except TF's glorot uniform
+default where the reference passes no initializer. How the products,
+dropouts and layer stack run fast lives in `electra_jax/nn/`; modules here
+take a `ModelConfig`, never a run config (`train.py` builds it).
 
 Parameter trees (names are stable; `convert/` maps them one-to-one to
 transformers names):
@@ -16,9 +17,6 @@ transformers names):
   ElectraGenerator:       {"embeddings", "generator"}
   ElectraPretrainingModel {"embeddings", "generator", "discriminator"}
                           (+ "generator_embeddings" when untied)
-
-so the discriminator of a pretraining run is just
-`{k: params[k] for k in ("embeddings", "discriminator")}`.
 """
 
 import dataclasses
@@ -76,8 +74,7 @@ class ModelConfig:
 
 def gelu(x: Array) -> Array:
   """Exact erf GELU, as transformers' (flax's `nn.gelu` is the tanh
-  approximation by default, and its exact form goes through a slower `erfc`).
-  """
+  approximation by default; its exact form goes through a slower `erfc`)."""
   return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476,
                                                         x.dtype)))
 
@@ -86,12 +83,18 @@ def _init(cfg: ModelConfig):
   return nn.initializers.truncated_normal(cfg.initializer_range)
 
 
+# The reference's `tf.layers.dense` with no initializer: TF's default.
+tf_default_init = nn.initializers.glorot_uniform()
+
+
 def dense(cfg: ModelConfig, features: int, names: tuple[str | None, ...],
-          name: str) -> linear_lib.Dense:
-  """A Dense layer with the reference init and logical axis `names`."""
+          name: str, kernel_init=None) -> linear_lib.Dense:
+  """A Dense layer with logical axis `names`; its kernel starts from
+  `kernel_init`, else truncated normal(initializer_range) as the reference."""
   return linear_lib.Dense(
       features, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-      kernel_init=nn.with_logical_partitioning(_init(cfg), names),
+      kernel_init=nn.with_logical_partitioning(kernel_init or _init(cfg),
+                                               names),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                              (names[1],)), name=name)
 
@@ -138,8 +141,7 @@ class Embeddings(nn.Module):
     if length > self.cfg.max_position_embeddings:
       raise ValueError(
           f"Sequence length {length} exceeds max_position_embeddings="
-          f"{self.cfg.max_position_embeddings}."
-      )
+          f"{self.cfg.max_position_embeddings}.")
     # Lookups read the float32 tables and cast after, so that the tables'
     # gradients accumulate in float32 (a gather from a bfloat16 copy makes
     # XLA scatter-add thousands of terms in bfloat16, with contended atomics
@@ -275,7 +277,7 @@ class Encoder(nn.Module):
     x = embedded
     if cfg.embedding_size != cfg.hidden_size:
       x = dense(cfg, cfg.hidden_size, ("embed_in", "embed"),
-                "embeddings_project")(x)
+                "embeddings_project", tf_default_init)(x)
     mask = attention_mask.astype(jnp.bool_)[:, None, None, :]
     # One key per layer, split from one draw of the "dropout" stream: the
     # same keys however the stack runs, so the same dropout masks.
@@ -309,7 +311,7 @@ class DiscriminatorTower(nn.Module):
     cfg = self.cfg
     x = Encoder(cfg, name="encoder")(embedded, attention_mask, deterministic)
     x = gelu(dense(cfg, cfg.hidden_size, ("embed", "mlp"), "head_dense")(x))
-    x = dense(cfg, 1, ("mlp", None), "head_prediction")(x)
+    x = dense(cfg, 1, ("mlp", None), "head_prediction", tf_default_init)(x)
     return x[..., 0].astype(jnp.float32)
 
 
@@ -343,10 +345,9 @@ class GeneratorTower(nn.Module):
 
 
 def _defaults(input_ids, attention_mask, token_type_ids):
-  return (jnp.ones_like(input_ids) if attention_mask is None
-          else attention_mask,
-          jnp.zeros_like(input_ids) if token_type_ids is None
-          else token_type_ids)
+  ones, zeros = jnp.ones_like(input_ids), jnp.zeros_like(input_ids)
+  return (ones if attention_mask is None else attention_mask,
+          zeros if token_type_ids is None else token_type_ids)
 
 
 class ElectraDiscriminator(nn.Module):

@@ -1,9 +1,10 @@
 """ELECTRA pretraining objective: masking, fake-token sampling, losses, metrics.
 
 Follows google-research/electra (`run_pretraining.py` and
-`pretrain/pretrain_helpers.py`) with one deliberate change: the positions to
-predict are sampled without replacement (Gumbel-top-k), so every real
-prediction slot points at a distinct token.
+`pretrain/pretrain_helpers.py`). By default the positions to predict are
+sampled without replacement (Gumbel-top-k), so every real prediction slot
+points at a distinct token; `with_replacement=True` draws them as the
+reference does (i.i.d., a position drawn twice is then predicted once).
 
 Everything here is pure `jnp` with explicit PRNG keys and static shapes, so it
 runs inside a jitted train step. `max_predictions`, `mask_prob` and
@@ -35,8 +36,8 @@ class MaskedInputs(NamedTuple):
 
   Attributes:
     input_ids: [batch, length] int32, the ids after masking.
-    positions: [batch, max_predictions] int32, distinct positions per row.
-      Padded slots also hold distinct positions; use `weights` to tell.
+    positions: [batch, max_predictions] int32; real slots hold distinct
+      positions, padded slots any position (use `weights` to tell).
     targets: [batch, max_predictions] int32, the original ids at `positions`.
     weights: [batch, max_predictions] float32, 1.0 for a real prediction and
       0.0 for a padded slot.
@@ -105,13 +106,18 @@ def mask_tokens(
     mask_id: int,
     special_ids: Sequence[int],
     mask_token_prob: float = 0.85,
+    with_replacement: bool = False,
 ) -> MaskedInputs:
   """Chooses positions to predict and replaces most of them with [MASK].
 
   Candidates are non-padding tokens whose id is not in `special_ids`. Each
   row gets `max(1, min(N, round(num_tokens * mask_prob)))` real slots, where
   `num_tokens` counts every non-padding token (specials too), or fewer if it
-  has fewer candidates. Of the real slots, each independently becomes
+  has fewer candidates (or fewer distinct draws: `with_replacement`, where
+  each slot draws a candidate uniformly, as the reference, and a repeated
+  position keeps only its first slot; the reference keeps the repeats, so
+  that position counts twice in its MLM loss and receives the floor of the
+  mean of their sampled ids). Of the real slots, each independently becomes
   `mask_id` with probability `mask_token_prob` and otherwise keeps its id;
   there are no random replacement tokens.
 
@@ -138,16 +144,25 @@ def mask_tokens(
   for special_id in special_ids:
     candidate &= input_ids != special_id
 
-  # Gumbel-top-k over log(candidate): a uniformly random ordering of the
-  # candidates, all ahead of the non-candidates, without replacement.
-  gumbel = jax.random.gumbel(position_rng, (batch, length), jnp.float32)
-  scores = jnp.where(candidate, gumbel, _NEG_INF)  # [batch, length]
-  _, positions = jax.lax.top_k(scores, max_predictions)  # [batch, N]
-  positions = positions.astype(jnp.int32)
+  slot = jnp.arange(max_predictions)[None, :]  # [1, N]
+  if with_replacement:  # N i.i.d. uniform draws over the candidates.
+    positions = jax.random.categorical(
+        position_rng, jnp.where(candidate, 0.0, -jnp.inf),
+        shape=(max_predictions, batch)).T.astype(jnp.int32)  # [batch, N]
+    earlier = positions[:, :, None] == positions[:, None, :]  # [b, j, i]
+    repeat = jnp.any(earlier & (slot.T > slot), axis=-1)  # [batch, N]
+  else:
+    # Gumbel-top-k over log(candidate): a uniformly random ordering of the
+    # candidates, all ahead of the non-candidates, without replacement.
+    gumbel = jax.random.gumbel(position_rng, (batch, length), jnp.float32)
+    scores = jnp.where(candidate, gumbel, _NEG_INF)  # [batch, length]
+    _, positions = jax.lax.top_k(scores, max_predictions)  # [batch, N]
+    positions = positions.astype(jnp.int32)
+    repeat = jnp.zeros((batch, max_predictions), bool)
 
   k = _num_to_predict(input_mask, mask_prob, max_predictions)  # [batch]
-  slot = jnp.arange(max_predictions)[None, :]  # [1, N]
-  real = (slot < k[:, None]) & gather_positions(candidate, positions)
+  real = ((slot < k[:, None]) & gather_positions(candidate, positions)
+          & ~repeat)
 
   use_mask = real & (
       jax.random.uniform(mask_rng, real.shape) < mask_token_prob
@@ -345,19 +360,11 @@ def disc_loss_and_metrics(
 def disc_logit_spread(
     logits: jax.Array, input_mask: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-  """Per-sequence standard deviation of the discriminator's logits.
-
-  A collapsed discriminator gives every token of a sequence the same logit
-  (its representations no longer differ between positions), whatever the
-  input; a healthy one spreads them by a few units.
-
-  Args:
-    logits: [batch, length] replaced-token logits.
-    input_mask: [batch, length], 0 for padding.
-
-  Returns:
-    (sum over sequences of the std over their real tokens, number of
-    sequences with a real token), a (sum, count) metric pair.
+  """Per-sequence std of the [batch, length] replaced-token logits over the
+  real tokens (`input_mask`), as a (sum over sequences, number of sequences
+  with a real token) metric pair. A collapsed discriminator gives every token
+  of a sequence the same logit (its representations no longer differ between
+  positions), whatever the input; a healthy one spreads them by a few units.
   """
   logits = logits.astype(jnp.float32)
   w = input_mask.astype(jnp.float32)  # [batch, length]
@@ -399,17 +406,8 @@ def electra_loss(
 
 
 def reduce_metrics(metrics: Metrics) -> dict[str, float]:
-  """Divides each sum by its count on the host.
-
-  A count of 0 gives 0.0, as `tf.metrics.precision` does when nothing is
-  predicted positive.
-
-  Args:
-    metrics: name -> (sum, count).
-
-  Returns:
-    name -> float average.
-  """
+  """name -> (sum, count) to name -> sum / count, on the host. A count of 0
+  gives 0.0, as `tf.metrics.precision` when nothing is predicted positive."""
   metrics = jax.device_get(metrics)
   out = {}
   for name, (total, count) in metrics.items():

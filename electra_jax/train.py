@@ -44,6 +44,7 @@ class StepConfig:
   max_predictions: int
   mask_prob: float
   mask_token_prob: float
+  sample_with_replacement: bool
   mask_id: int
   special_ids: tuple[int, ...]
   vocab_size: int
@@ -65,6 +66,7 @@ class StepConfig:
             obj.mask_prob, spec.max_seq_length),
         mask_prob=obj.mask_prob,
         mask_token_prob=obj.mask_token_prob,
+        sample_with_replacement=obj.sample_with_replacement,
         mask_id=spec.mask_id,
         special_ids=spec.special_ids,
         vocab_size=spec.vocab_size,
@@ -263,7 +265,8 @@ def _mask(rng, batch: Batch, sc: StepConfig) -> objective.MaskedInputs:
   return objective.mask_tokens(
       rng, batch["input_ids"], batch["input_mask"], mask_prob=sc.mask_prob,
       max_predictions=sc.max_predictions, mask_id=sc.mask_id,
-      special_ids=sc.special_ids, mask_token_prob=sc.mask_token_prob)
+      special_ids=sc.special_ids, mask_token_prob=sc.mask_token_prob,
+      with_replacement=sc.sample_with_replacement)
 
 
 def _split_micro(tree, k: int):

@@ -87,6 +87,42 @@ def test_pretraining_shapes_names_and_dtypes():
   assert disc.shape == (2, 16) and disc.dtype == jnp.float32
 
 
+def test_init_follows_the_reference():
+  # The reference's dense layers without an initializer (embeddings_project
+  # in both towers, the discriminator's dense(1)) get TF's glorot uniform:
+  # U(-b, b) with b = sqrt(6 / (fan_in + fan_out)), std b / sqrt(3). All
+  # other kernels and tables: normal(0.02) truncated at 2 stddev, whose std
+  # is 0.02 * 0.8796 (the std of a unit normal truncated to [-2, 2]).
+  config = testing.load_config("small")
+  config.model.vocab_size = 101
+  config.model.num_hidden_layers = 1
+  model = train_lib.pretraining_model(config, config.model.vocab_size)
+  ids = jnp.ones((1, 8), jnp.int32)
+  args = (ids, ids, jnp.zeros_like(ids), jnp.zeros((1, 2), jnp.int32))
+  params = nn.unbox(model.init(jax.random.key(0), *args)["params"])
+  flat = {k: np.asarray(v) for k, v in
+          traverse_util.flatten_dict(params, sep="/").items()}
+  glorot = {"discriminator/encoder/embeddings_project/kernel": (128, 256),
+            "generator/encoder/embeddings_project/kernel": (128, 64),
+            "discriminator/head_prediction/kernel": (256, 1)}
+  for name, (fan_in, fan_out) in glorot.items():
+    x, bound = flat[name], np.sqrt(6 / (fan_in + fan_out))
+    assert x.shape == (fan_in, fan_out)
+    assert np.abs(x).max() <= bound and np.abs(x).max() > 0.97 * bound, name
+    np.testing.assert_allclose(x.std(), bound / np.sqrt(3), rtol=0.08)
+  normal = [k for k in flat if k.endswith(("kernel", "embedding"))
+            and k not in glorot]
+  assert len(normal) == 17  # 3 tables, 2 x 6 per layer, 2 head_dense.
+  for name in normal:
+    x = flat[name]
+    assert np.abs(x).max() <= 0.04, name
+    np.testing.assert_allclose(x.std(), 0.02 * 0.8796, rtol=0.1, err_msg=name)
+  for name, x in flat.items():  # Biases zeros, LayerNorm scales ones.
+    if name not in glorot and name not in normal:
+      assert name.endswith(("bias", "scale")), name
+      np.testing.assert_array_equal(x, float(name.endswith("scale")))
+
+
 def test_every_param_has_logical_axis_names():
   model, args = _tiny_pretraining()
   variables = jax.eval_shape(model.init, jax.random.key(0), *args)

@@ -130,6 +130,45 @@ def test_mask_tokens_determinism():
   assert not np.array_equal(a.positions, c.positions)
 
 
+@pytest.mark.parametrize("with_replacement", [False, True])
+def test_mask_tokens_distinct_positions_as_the_reference(with_replacement):
+  # Full rows: 128 tokens, 126 candidates, k = round(128 * 0.15) = 19; short
+  # rows: 60 tokens, 58 candidates, k = round(9.0) = 9. Drawing k positions
+  # uniformly with replacement (the reference) gives on average
+  # n * (1 - (1 - 1/n)^k) distinct ones: 17.70 and 8.40, ~7% fewer.
+  ids, mask = _batch([128, 60] * 2048, 128, seed=2)
+  out = jax.jit(functools.partial(_mask, mask_prob=0.15,
+                                  with_replacement=with_replacement))(
+                                      jax.random.key(5), ids, mask)
+  weights, positions = np.asarray(out.weights), np.asarray(out.positions)
+  candidates = np.isin(ids, SPECIALS, invert=True) & (np.asarray(mask) > 0)
+  for row in range(len(ids)):
+    real = positions[row][weights[row] > 0]
+    assert len(set(real.tolist())) == len(real)  # Each predicted once.
+    assert candidates[row, real].all()  # No [CLS], [SEP], [MASK], padding.
+  counts = weights.sum(1).reshape(-1, 2).mean(0)
+  expected = [19, 9]
+  if with_replacement:
+    expected = [n * (1 - (1 - 1 / n) ** k) for n, k in ((126, 19), (58, 9))]
+    np.testing.assert_allclose(expected, [17.70, 8.40], atol=0.005)
+  np.testing.assert_allclose(counts, expected, atol=0.08)  # ~3 std errors.
+
+
+def test_mask_tokens_with_replacement_keeps_the_first_of_repeats():
+  # One candidate and k = round(3 * 0.5) = 2 slots: both draws hit position
+  # 1; the first slot predicts it, the second is dropped. Two candidates:
+  # the second draw repeats the first with probability 1/2, so 1.5 on
+  # average (= 2 * (1 - (1/2)^2)).
+  ids, mask = _batch([3] * 2000 + [4] * 2000, 4, seed=3)
+  out = _mask(jax.random.key(0), ids, mask, 0.5, with_replacement=True)
+  weights, positions = np.asarray(out.weights), np.asarray(out.positions)
+  np.testing.assert_array_equal(weights[:2000], [[1.0, 0.0]] * 2000)
+  np.testing.assert_array_equal(positions[:2000], [[1, 1]] * 2000)
+  assert abs(weights[2000:].sum(1).mean() - 1.5) < 0.04
+  np.testing.assert_array_equal(weights[2000:, 0], 1.0)
+  assert set(np.unique(positions[2000:])) == {1, 2}
+
+
 def test_gather_positions():
   x = jnp.arange(2 * 5).reshape(2, 5)
   positions = jnp.array([[4, 0], [1, 1]])
