@@ -58,7 +58,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   task = tasks.get_task(args["task"])
   pretraining = _preset(args["size"])
   lr, decay = _SIZES[args["size"]]
-  qa = task.kind == "qa"
 
   config = ml_collections.ConfigDict()
   config.task = args["task"]  # A name in electra_jax.finetune.tasks.TASKS.
@@ -68,11 +67,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.init_from = ""  # Pretrained: electra_jax workdir/export or HF dir.
   config.tokenizer = ""  # vocab.txt or .model; empty: found with init_from.
   config.lowercase = True  # WordPiece only: uncased vocabularies.
-  config.head = "official"  # official (dropout, dense) | transformers.
-  config.num_train_epochs = task.num_train_epochs  # 3; RTE, STS-B 10; SQuAD 2.
+  config.head = "official"  # official (reference's, TF init) | transformers.
+  config.num_train_epochs = task.num_train_epochs  # 3; RTE, STS-B 10; QA 2.
+  config.loss_reduction = "sum"  # sum (reference: over the batch) | mean.
   config.batch_size = 32  # Global training batch.
   config.eval_batch_size = 32  # Global evaluation/prediction batch.
-  config.max_seq_length = 512 if qa else 128  # Tokens per input window.
+  config.max_seq_length = task.max_seq_length  # 128; QA 512; tagging 256.
   config.log_every_steps = 100  # Train loss/learning rate to TensorBoard.
 
   # Architecture; replaced by the checkpoint's when init_from is set.
@@ -105,15 +105,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.label_column = task.label_column  # Label, score, tags or answers.
   d.id_column = "idx" if task.tfds_name.startswith("glue/") else "id"
   d.labels = ""  # Comma-separated classes/tags; empty: TFDS's or sorted data.
+  d.tag_encoding = "bioes"  # Tagging: bioes (span tags) | none (e.g. POS).
   d.double_unordered = True  # Also train on swapped pairs (MRPC, STS-B).
   d.max_query_length = 64  # QA: question tokens kept.
   d.doc_stride = 128  # QA: tokens between the starts of context windows.
 
-  # QA decoding (squad.py).
+  # QA head (qa_head.py) and decoding (squad.py), as the reference.
   config.qa = q = ml_collections.ConfigDict()
-  q.n_best_size = 20  # Candidate spans kept per window and example.
+  q.head = "electra"  # electra (joint end-given-start + answerable) | bert.
+  q.beam_size = 20  # electra: start candidates, and ends kept per start.
+  q.answerable_weight = 0.5  # electra: weight of the answerable loss.
+  q.n_best_size = 20  # Candidate spans kept per example.
   q.max_answer_length = 30  # Longest answer, in tokens.
-  q.na_threshold = 0.0  # SQuAD 2.0: "" if null - best span > this.
+  q.na_threshold = -2.75  # SQuAD 2.0: "" if the no-answer score > this.
 
   # Device mesh (sharding.py), as pretraining.
   config.sharding = pretraining.sharding

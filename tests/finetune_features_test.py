@@ -1,9 +1,10 @@
 """Examples -> model inputs: sentence pairs, truncation, tagging labels on
-first sub-tokens, and the train/eval batchers."""
+first sub-tokens (as BIOES for span tags), and the train/eval batchers."""
 
 import numpy as np
 import pytest
 
+from electra_jax import errors
 from electra_jax.data import tokenization
 from electra_jax.finetune import features
 from electra_jax.finetune import tasks
@@ -52,16 +53,36 @@ def test_double_unordered_adds_swapped_pairs():
 
 
 def test_tagging_labels_first_subtoken_only(tok):
-  # "w1w2" is not in the vocabulary: WordPiece makes it [UNK] (one token).
+  # "zzz" is not in the vocabulary: WordPiece makes it [UNK] (one token).
   ex = [tasks.TaggingExample("a", ("w1", "zzz", "w2", "w3"),
-                             ("B-X", "O", "B-X", "I-X"))]
-  arrays = features.tagging_features(ex, ["B-X", "I-X", "O"], tok, 5)
+                             ("B-X", "O", "B-X", "I-X")),
+        tasks.TaggingExample("b", ("w4",), ("O",))]
+  arrays = features.tagging_features(ex, ["B-X", "I-X", "O"], tok, 5, "none")
   # [CLS] w1 zzz w2 [SEP]: w3 no longer fits.
   assert list(arrays["input_ids"][0]) == [CLS, _id("w1"), 1, _id("w2"), SEP]
   assert list(arrays["labels"][0]) == [-1, 0, 2, 0, -1]
   assert list(arrays["word_positions"][0]) == [1, 2, 3, -1, -1]
+  # The reference's tagging segment ids: 1 on every token, 0 on padding.
+  assert list(arrays["segment_ids"][0]) == [1] * 5
+  assert list(arrays["segment_ids"][1]) == [1, 1, 1, 0, 0]
   with pytest.raises(ValueError, match="not among the task's tags"):
-    features.tagging_features(ex, ["O"], tok, 5)
+    features.tagging_features(ex, ["O"], tok, 5, "none")
+
+
+def test_tagging_trains_span_tags_as_bioes(tok):
+  ex = [tasks.TaggingExample("a", ("w1", "w2", "w3", "w4"),
+                             ("B-X", "O", "B-X", "I-X"))]
+  bioes = ["B-X", "E-X", "I-X", "O", "S-X"]  # Index 4, 3, 0, 1 below.
+  assert features.training_tags(ex[0], "bioes") == ("S-X", "O", "B-X", "E-X")
+  arrays = features.tagging_features(ex, bioes, tok, 8, "bioes")
+  assert list(arrays["labels"][0]) == [-1, 4, 3, 0, 1, -1, -1, -1]
+  pos = [tasks.TaggingExample("p", ("w1", "w2"), ("NN", "VB"))]
+  with pytest.raises(errors.UserError, match="tag_encoding=none"):
+    features.tagging_features(pos, ["NN", "VB"], tok, 8, "bioes")
+  assert list(features.tagging_features(
+      pos, ["NN", "VB"], tok, 8, "none")["labels"][0][:3]) == [-1, 0, 1]
+  with pytest.raises(errors.UserError, match="tag_encoding='bio'"):
+    features.training_tags(pos[0], "bio")
 
 
 def test_batchers():

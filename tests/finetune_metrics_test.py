@@ -74,3 +74,36 @@ def test_compute_and_summarize():
   assert s["mean"] == pytest.approx(0.85)
   assert s["median"] == pytest.approx(0.85)
   assert s["std"] == pytest.approx(np.std([0.8, 0.9, 1.0, 0.7]))
+
+
+def test_bio_to_bioes_and_back_by_hand():
+  # CoNLL-2000 style BIO (IOB2) -> the reference's BIOES.
+  bio = ["B-NP", "I-NP", "I-NP", "B-VP", "O", "B-NP", "B-PP", "I-PP"]
+  assert metrics.to_bioes(bio) == [
+      "B-NP", "I-NP", "E-NP", "S-VP", "O", "S-NP", "B-PP", "E-PP"]
+  assert metrics.to_bio(metrics.to_bioes(bio)) == bio
+  # IOB1 (I- opens a span unless it continues one of its type).
+  assert metrics.to_bioes(["I-NP", "I-NP", "I-VP", "O", "I-NP"]) == [
+      "B-NP", "E-NP", "S-VP", "O", "S-NP"]
+  # Ill-formed BIOES predictions: E- closes, S- stands alone, a stray E-/I-
+  # opens a span as conlleval's I- does.
+  pred = ["E-NP", "I-NP", "S-NP", "E-VP", "B-NP", "E-NP", "E-NP", "I-PP"]
+  assert metrics.chunks(pred) == {("NP", 0, 0), ("NP", 1, 1), ("NP", 2, 2),
+                                  ("VP", 3, 3), ("NP", 4, 5), ("NP", 6, 6),
+                                  ("PP", 7, 7)}
+  assert metrics.to_bio(pred) == ["B-NP", "B-NP", "B-NP", "B-VP", "B-NP",
+                                  "I-NP", "B-NP", "B-PP"]
+  assert metrics.to_bioes([]) == [] and metrics.to_bio(["O"]) == ["O"]
+
+
+def test_chunk_f1_of_bioes_predictions_by_hand():
+  gold = [["B-NP", "I-NP", "B-VP", "O", "B-NP"],
+          ["B-PP", "B-NP", "I-NP", "I-NP"]]
+  # Gold spans: NP 0-1, VP 2-2, NP 4-4 | PP 0-0, NP 1-3: 5 in all.
+  pred = [["B-NP", "E-NP", "S-VP", "O", "B-NP"],  # NP 4-4 via a lone B-.
+          ["S-PP", "B-NP", "E-NP", "S-NP"]]  # NP 1-2 and 3-3: wrong extent.
+  # Predicted 6 spans; correct: NP 0-1, VP 2-2, NP 4-4, PP 0-0 = 4.
+  # P = 4/6, R = 4/5, F1 = 2PR/(P+R) = 8/11.
+  assert metrics.chunk_f1(pred, gold) == pytest.approx(8 / 11)
+  bio = [metrics.to_bio(p) for p in pred]  # What predict writes.
+  assert metrics.chunk_f1(bio, gold) == pytest.approx(8 / 11)

@@ -1,11 +1,13 @@
-"""SQuAD features (doc stride, max context, targets), n-best decoding across
-windows, the no-answer threshold, and the official EM/F1."""
+"""SQuAD features (doc stride, max context, targets, answer-span
+tightening), n-best decoding across windows for both heads, the no-answer
+threshold, and the official EM/F1 with its threshold search."""
 
 import numpy as np
 import pytest
 
 from electra_jax.data import tokenization
 from electra_jax.finetune import squad
+from electra_jax.finetune import squad_eval
 from tests import testing
 
 # 20 context words w10..w29; the answer "w21 w22" is words 11-12.
@@ -40,6 +42,7 @@ def test_windows_targets_and_max_context(tok):
   # The answer (tokens 11-12) lies inside windows 2 (6..13) and 3 (9..16).
   assert list(f.start_positions) == [0, 0, 3 + 11 - 6, 3 + 11 - 9, 0]
   assert list(f.end_positions) == [0, 0, 3 + 12 - 6, 3 + 12 - 9, 0]
+  assert not f.is_impossible.any()
   # Every context token is scored in exactly one window.
   scored = np.zeros(20, int)
   for w in range(5):
@@ -60,6 +63,7 @@ def test_training_drops_examples_whose_answer_is_missing(tok):
   assert f.skipped == 1
   assert set(f.example_index) == {1}
   assert not f.start_positions.any() and not f.end_positions.any()
+  assert f.is_impossible.all()  # The question's label, in every window.
 
 
 def _logits(f, spans):
@@ -73,9 +77,10 @@ def _logits(f, spans):
 
 
 def _decode(f, start, end, **kw):
-  args = dict(n_best_size=5, max_answer_length=4, na_threshold=0.0,
-              version_2=False)
-  return squad.decode([EXAMPLE], f, start, end, **{**args, **kw})["q1"]
+  args = dict(head="bert", n_best_size=5, max_answer_length=4,
+              na_threshold=0.0, version_2=False)
+  return squad.decode([EXAMPLE], f, {"start_logits": start, "end_logits": end},
+                      **{**args, **kw})["q1"]
 
 
 def test_nbest_merges_windows(tok):
@@ -112,7 +117,8 @@ def test_no_answer_threshold(tok):
   start[:, 0], end[:, 0] = 3.0, 3.0  # Null score 6 in every window ...
   start[4, 0] = 2.5  # ... but the minimum over windows is 5.5.
   out = _decode(f, start, end, version_2=True)
-  assert out["null_score_diff"] == pytest.approx(5.5 - 4.0)
+  assert out["na_score"] == pytest.approx(5.5 - 4.0)
+  assert out["best_span"] == "w21 w22"
   assert out["text"] == ""
   assert "" in [c["text"] for c in out["nbest"]]
   assert _decode(f, start, end, version_2=True,
@@ -121,10 +127,11 @@ def test_no_answer_threshold(tok):
 
 
 def test_em_f1():
-  assert squad.normalize_answer("The  Cat, sat!") == "cat sat"
-  assert squad.exact_match("the cat", "Cat") == 1.0
-  assert squad.f1_score("black cat sat", "the cat sat down") == pytest.approx(
-      2 * (2 / 3) * (2 / 3) / (4 / 3))
+  assert squad_eval.normalize_answer("The  Cat, sat!") == "cat sat"
+  assert squad_eval.exact_match("the cat", "Cat") == 1.0
+  assert squad_eval.f1_score("black cat sat",
+                             "the cat sat down") == pytest.approx(
+                                 2 * (2 / 3) * (2 / 3) / (4 / 3))
   examples = [squad.QAExample("a", "q", "c", ("red fox", "fox")),
               squad.QAExample("b", "q", "c", is_impossible=True),
               squad.QAExample("c", "q", "c", ("blue",))]
@@ -135,3 +142,146 @@ def test_em_f1():
   assert got["f1"] == pytest.approx(2 / 3)
   preds["b"] = {"text": "something"}
   assert squad.evaluate(examples, preds)["exact_match"] == pytest.approx(1 / 3)
+
+
+def _electra_outputs(f, k=2):
+  """Beams that point at [CLS] (never a valid span) everywhere."""
+  n = len(f.input_ids)
+  return {"start_top_index": np.zeros((n, k), np.int32),
+          "start_top_log_probs": np.full((n, k), -1.0),
+          "end_top_index": np.zeros((n, k, k), np.int32),
+          "end_top_log_probs": np.full((n, k, k), -1.0),
+          "answerable_logit": np.zeros(n)}
+
+
+def test_electra_decoding_over_the_beams(tok):
+  f = squad.featurize([EXAMPLE], tok, is_training=False, **KW)
+  out = _electra_outputs(f)
+  # Window 2: start w21 (position 8), ends w22 (9) and w21 (8).
+  out["start_top_index"][2, 0] = 8
+  out["start_top_log_probs"][2, 0] = -0.5
+  out["end_top_index"][2, 0] = [9, 8]
+  out["end_top_log_probs"][2, 0] = [-0.2, -1.0]
+  # Window 3 scores w21 higher, but window 2 holds its max context.
+  out["start_top_index"][3, 0], out["end_top_index"][3, 0, 0] = 5, 6
+  out["start_top_log_probs"][3, 0] = out["end_top_log_probs"][3, 0, 0] = -0.1
+  out["answerable_logit"][:] = [0.0, 1.0, -3.0, 2.0, 0.5]  # min -3.
+  kw = dict(head="electra", n_best_size=5, max_answer_length=4)
+  got = squad.decode([EXAMPLE], f, out, na_threshold=-2.75, version_2=True,
+                     **kw)["q1"]
+  assert [c["text"] for c in got["nbest"]] == ["w21 w22", "w21"]
+  assert got["nbest"][0]["score"] == pytest.approx(-0.7)
+  assert got["nbest"][1]["score"] == pytest.approx(-1.5)
+  assert got["nbest"][0]["probability"] == pytest.approx(
+      1 / (1 + np.exp(-0.8)))
+  assert got["na_score"] == -3.0 and got["text"] == "w21 w22"
+  # The answerable logit against the threshold decides "no answer".
+  got = squad.decode([EXAMPLE], f, out, na_threshold=-3.5, version_2=True,
+                     **kw)["q1"]
+  assert got["text"] == "" and got["best_span"] == "w21 w22"
+  got = squad.decode([EXAMPLE], f, out, na_threshold=-3.5, version_2=False,
+                     **kw)["q1"]
+  assert got["text"] == "w21 w22" and "na_score" not in got
+
+
+# Words split by WordPiece's punctuation rule; "born" and "?" are [UNK].
+REAL_VOCAB = testing.SPECIALS + (
+    "the leader was john smith ( 1895 - 1943 ) . s ' steve".split())
+REAL_CONTEXT = "The leader was John Smith (1895-1943)."
+
+
+@pytest.fixture(scope="module")
+def real_tok(tmp_path_factory):
+  path = tmp_path_factory.mktemp("real") / "vocab.txt"
+  path.write_text("\n".join(REAL_VOCAB) + "\n")
+  return tokenization.load_tokenizer(str(path))
+
+
+def test_improve_answer_span():
+  doc = [5, 6, 7, 8, 9]
+  assert squad.improve_answer_span(doc, 1, 4, [7]) == (2, 2)
+  assert squad.improve_answer_span(doc, 1, 4, [6, 7]) == (1, 2)
+  assert squad.improve_answer_span(doc, 1, 4, [7, 7]) == (1, 4)  # None.
+  assert squad.improve_answer_span(doc, 1, 4, [5]) == (1, 4)  # Outside.
+
+
+def test_training_span_is_the_tokenized_answer(real_tok):
+  ex = squad.QAExample("r", "born?", REAL_CONTEXT, ("1895",),
+                       (REAL_CONTEXT.index("1895"),))
+  f = squad.featurize([ex], real_tok, max_seq_length=24, max_query_length=8,
+                      doc_stride=8, is_training=True)
+  # [CLS] [UNK] [UNK] [SEP] the leader was john smith ( 1895 ...: the word
+  # "(1895-1943)." is tokens 9-15, the answer token 10 alone.
+  assert real_tok.id_to_token(int(f.input_ids[0, 10])) == "1895"
+  assert (f.start_positions[0], f.end_positions[0]) == (10, 10)
+
+
+def test_get_final_text(real_tok):
+  basic = squad_eval.basic_tokenizer(real_tok)
+  assert basic("Steve Smith's") == ["steve", "smith", "'", "s"]
+  final = squad_eval.get_final_text
+  assert final("steve smith", "Steve Smith's", basic) == "Steve Smith"
+  assert final("1895", "(1895-1943).", basic) == "1895"
+  assert final("cafe", "Café!", basic) == "Café"  # Accents come back.
+  assert final("dog", "Steve Smith's", basic) == "Steve Smith's"
+  # Decoding maps a token span inside a word back to its characters.
+  ex = squad.QAExample("r", "born?", REAL_CONTEXT)
+  f = squad.featurize([ex], real_tok, max_seq_length=24, max_query_length=8,
+                      doc_stride=8, is_training=False)
+  start = np.full(f.input_ids.shape, -5.0)
+  end = np.full(f.input_ids.shape, -5.0)
+  start[0, 10] = end[0, 10] = 5.0
+  got = squad.decode([ex], f, {"start_logits": start, "end_logits": end},
+                     head="bert", n_best_size=3, max_answer_length=4,
+                     na_threshold=0.0, version_2=False)["r"]
+  assert got["text"] == "1895"
+  assert squad_eval.piece_text(real_tok, f.input_ids[0, 8:10]) == "smith ("
+
+
+def test_official_v2_scores_and_threshold_search():
+  golds = {"a": ("red fox",), "b": (), "c": ("blue sky",), "d": (),
+           "e": ("green",)}
+  examples = [squad.QAExample(i, "q", "c", g, is_impossible=not g)
+              for i, g in golds.items()]
+  spans = {"a": "red fox", "b": "cat", "c": "blue", "d": "dog",
+           "e": "yellow"}
+  na = {"a": -5.0, "b": -1.0, "c": -3.0, "d": 2.0, "e": 0.0}
+  preds = {i: {"text": spans[i] if na[i] <= -2.75 else "",
+               "best_span": spans[i], "na_score": na[i]} for i in golds}
+  got = squad.evaluate(examples, preds)
+  # Answered: a (EM 1, F1 1), c (EM 0, F1 2/3); "" is right for b and d.
+  assert got["exact_match"] == pytest.approx(3 / 5)
+  assert got["f1"] == pytest.approx((1 + 2 / 3 + 2) / 5)
+  assert got["HasAns_exact"] == pytest.approx(1 / 3)
+  assert got["HasAns_f1"] == pytest.approx((1 + 2 / 3) / 3)
+  assert got["NoAns_exact"] == got["NoAns_f1"] == 1.0
+  # By na: a -5, c -3, b -1, e 0, d 2, from 2 (all ""): EM 3, 3, 2, 2, 1;
+  # F1 3, 3 + 2/3, 2 + 2/3, 2 + 2/3, 1 + 2/3.
+  assert got["best_exact"] == pytest.approx(3 / 5)
+  assert got["best_exact_thresh"] == -5.0
+  assert got["best_f1"] == pytest.approx((3 + 2 / 3) / 5)
+  assert got["best_f1_thresh"] == -3.0
+  # Answering nothing is best when every span is wrong: threshold 0.0.
+  wrong = {i: {**p, "best_span": "zzz"} for i, p in preds.items()}
+  got = squad.evaluate(examples, wrong)
+  assert got["best_f1"] == pytest.approx(2 / 5)
+  assert got["best_f1_thresh"] == 0.0
+
+
+def test_sentencepiece_spans_and_final_text(tmp_path):
+  sents = [REAL_CONTEXT, "Steve Smith's car is red.", "A cafe in Paris."]
+  tok = tokenization.load_tokenizer(tokenization.train_sentencepiece(
+      [], str(tmp_path / "sp"), 40, sentences=iter(sents * 50)))
+  basic = squad_eval.basic_tokenizer(tok)
+  assert basic("Steve Smith's") == ["steve", "smith's"]  # Case folded.
+  # Alone, "1895" starts a word ("▁" first); inside "(1895-1943)." not.
+  assert tok.encode("1895") != tok.encode("(1895")[-len(tok.encode("1895")):]
+  assert squad.improve_answer_span([7, 8, 9], 0, 2, [8]) == (1, 1)
+  ex = squad.QAExample("r", "born?", REAL_CONTEXT, ("1895",),
+                       (REAL_CONTEXT.index("1895"),))
+  f = squad.featurize([ex], tok, max_seq_length=64, max_query_length=8,
+                      doc_stride=8, is_training=True)
+  s, e = int(f.start_positions[0]), int(f.end_positions[0])
+  pred = squad_eval.piece_text(tok, f.input_ids[0, s:e + 1])
+  assert pred == "1895"
+  assert squad_eval.get_final_text(pred, "(1895-1943).", basic) == "1895"

@@ -81,6 +81,13 @@ def test_tagging_conll_and_jsonl_qa(tmp_path):
                                 "train")
   assert [(e.words, e.tags) for e in examples] == [
       (("w1", "w2"), ("B-X", "I-X")), (("w3",), ("O",))]
+  # Span tags are learnt as BIOES (B-X I-X -> B-X E-X), as the reference.
+  assert data.label_names(_data(config), tasks.get_task("tagging"),
+                          examples) == ["B-X", "E-X", "O"]
+  config.data.labels = "B-X,I-X,O"
+  assert data.label_names(_data(config), tasks.get_task("tagging"),
+                          examples) == ["B-X", "E-X", "I-X", "O", "S-X"]
+  config.data.tag_encoding = "none"
   assert data.label_names(_data(config), tasks.get_task("tagging"),
                           examples) == ["B-X", "I-X", "O"]
   qa = _write(tmp_path / "qa.jsonl", "\n".join(json.dumps(r) for r in [
@@ -224,3 +231,47 @@ def test_column_count_and_tag_length_errors(tmp_path):
   with pytest.raises(ValueError, match=r"\(row 2\).*'text'.*txt, label"):
     data.read_examples(_data_config("classification", train_file=path),
                        tasks.get_task("classification"), "train")
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_defaults_follow_configure_finetuning(name):
+  """Epochs, lengths and the headline metric as the reference sets them."""
+  spec, config = tasks.get_task(name), testing.finetune_config(f"task={name}")
+  if "squad" in name or "qa" in name:  # Its test: `"qa" in task_name`.
+    epochs = 2.0
+  elif name in ("rte", "stsb"):
+    epochs = 10.0
+  else:
+    epochs = 3.0
+  assert spec.num_train_epochs == config.num_train_epochs == epochs
+  length = {"qa": 512, "tagging": 256}.get(spec.kind, 128)
+  assert config.max_seq_length == length
+  assert config.loss_reduction == "sum"
+  if spec.kind == "regression":  # The paper's STS metric leads.
+    assert spec.metrics == ("spearman", "pearson")
+
+
+def test_tagging_predicts_bio_and_scores_spans(tmp_path):
+  examples = [
+      tasks.TaggingExample("a", ("w1", "w2", "w3", "w4"),
+                           ("B-NP", "I-NP", "O", "B-VP")),
+      tasks.TaggingExample("b", ("w5", "w6"), ("B-NP", "B-NP"))]
+  d, spec = _data_config("tagging"), tasks.get_task("tagging")
+  labels = data.label_names(d, spec, examples)
+  assert labels == ["B-NP", "E-NP", "O", "S-NP", "S-VP"]
+  split = data.featurize(d, 16, spec, labels, tokenization_fixture(tmp_path),
+                         examples, training=False)
+  assert split.arrays["labels"][0, 1:5].tolist() == [0, 1, 2, 4]
+  predicted = [["B-NP", "E-NP", "O", "S-NP"], ["S-NP", "S-NP"]]
+  outputs = np.zeros((2, 16, len(labels)), np.float32)
+  for i, tags in enumerate(predicted):
+    for w, tag in enumerate(tags):
+      outputs[i, split.word_positions[i, w], labels.index(tag)] = 1.0
+  records = data.predict(None, spec, labels, split, outputs)
+  assert [r["tags"] for r in records] == [["B-NP", "I-NP", "O", "B-NP"],
+                                          ["B-NP", "B-NP"]]
+  # Gold spans NP 0-1, VP 3-3 | NP 0-0, NP 1-1; predicted NP 3-3 instead
+  # of VP: 3 of 4 right both ways, F1 3/4; 5 of 6 tags right.
+  scores = data.score(spec, labels, split, records)
+  assert scores["f1"] == pytest.approx(3 / 4)
+  assert scores["accuracy"] == pytest.approx(5 / 6)

@@ -1,14 +1,25 @@
-"""End to end: a tiny pretrained (transformers) model fine-tunes on small
-learnable synthetic tasks (classification, QA spans, regression, tagging),
-and the CLI trains from a local CSV in a subprocess, then predicts."""
+"""The reference's fine-tuning step (summed loss, clipped), heads and
+headline; then end to end: a tiny pretrained (transformers) model
+fine-tunes on small learnable synthetic tasks (classification, QA spans,
+regression, tagging), and the CLI trains from a local CSV in a subprocess,
+then predicts."""
 
 import json
 import os
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 
+from electra_jax import model as model_lib
+from electra_jax import train as train_lib
+from electra_jax.finetune import data as data_lib
+from electra_jax.finetune import heads
 from electra_jax.finetune import train as ft_train
 from tests import testing
 from tests.testing import fast_compiles  # pylint: disable=W0611
@@ -21,6 +32,122 @@ def _write_jsonl(path, rows):
   return str(path)
 
 
+def _cfg(dropout=0.0, hidden=16):
+  return model_lib.ModelConfig(
+      vocab_size=40, embedding_size=hidden, hidden_size=hidden,
+      num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+      hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+      max_position_embeddings=16)
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging"])
+def test_summed_loss_step_is_the_references(kind):
+  """One step on a fixed batch equals grad of the summed per-example losses,
+  clipped to global norm 1.0, then the optimizer; "mean" differs."""
+  b, t, c, lr = 8, 6, 3, 0.1
+  rng = np.random.default_rng(0)
+  mask = np.ones((b, t), np.int32)
+  mask[::2, -2:] = 0
+  batch = {"input_ids": rng.integers(5, 40, (b, t)).astype(np.int32),
+           "input_mask": mask, "segment_ids": np.zeros((b, t), np.int32),
+           "weight": np.ones(b, np.float32)}
+  if kind == "classification":
+    batch["label"] = rng.integers(0, c, b).astype(np.int32)
+    count = b
+  else:  # -1: not a word's first token.
+    batch["labels"] = np.where(mask > 0, rng.integers(-1, c, (b, t)), -1)
+    count = int(np.sum(batch["labels"] >= 0))
+  model = heads.TaskModel(_cfg(), kind, c)
+  ids = jnp.asarray(batch["input_ids"])
+  params = nn.unbox(model.init(jax.random.key(1), ids, ids, ids)["params"])
+
+  def summed(p):  # The reference's: one-hot cross-entropy, summed.
+    logp = jax.nn.log_softmax(model.apply(
+        {"params": p}, batch["input_ids"], batch["input_mask"],
+        batch["segment_ids"]))
+    target = batch["label"] if kind == "classification" else batch["labels"]
+    return -jnp.sum(jax.nn.one_hot(target, c) * logp)  # -1: all zeros.
+
+  grads = jax.grad(summed)(params)
+  norm = float(optax.tree.norm(grads))
+  assert norm > 1.0  # The summed gradient is clipped.
+  for clip in (1.0, 1e9):  # The reference's clip; none, to see the scale.
+    tx = optax.chain(optax.clip_by_global_norm(clip), optax.sgd(lr))
+    got = {}
+    for reduction, scale in (("sum", 1.0), ("mean", 1.0 / count)):
+      state = train_lib.TrainState(step=jnp.zeros((), jnp.int32),
+                                   params=params, opt_state=tx.init(params),
+                                   tx=tx)
+      got[reduction], _ = ft_train.train_step(
+          state, jax.tree.map(jnp.asarray, batch), jax.random.key(2),
+          model=model, schedule=lambda step: jnp.full((), lr),
+          loss_reduction=reduction)
+      factor = min(1.0, clip / (norm * scale))  # clip_by_global_norm.
+      want = jax.tree.map(lambda p, g: p - lr * factor * scale * g, params,
+                          grads)  # sgd: p - lr * clipped g.
+      jax.tree.map(lambda x, y: np.testing.assert_allclose(
+          x, y, rtol=2e-5, atol=1e-6), got[reduction].params, want)
+    delta = max(jax.tree.leaves(jax.tree.map(
+        lambda x, y: float(jnp.max(jnp.abs(x - y))), got["sum"].params,
+        got["mean"].params)))
+    # Unclipped, the sum's step is `count` times the mean's.
+    assert (delta > 1e-3) == (clip > 1.0), (clip, delta)
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging"])
+def test_head_init_and_dropout_follow_the_style(kind):
+  """"official": TF's glorot uniform, U(+-sqrt(6 / (fan_in + fan_out))),
+  and for tagging no dropout; "transformers": the model's 0.02 init."""
+  hidden, n = 64, 50
+  ids = jnp.ones((1, 4), jnp.int32)
+  for style in heads.HEAD_STYLES:
+    model = heads.TaskModel(_cfg(dropout=0.5, hidden=hidden), kind, n,
+                            style)
+    params = nn.unbox(model.init(jax.random.key(0), ids, ids, ids)["params"])
+    kernel = np.asarray(params["head"]["output"]["kernel"])
+    fan_in = kernel.shape[0]
+    assert kernel.shape == (fan_in, n)
+    bound = np.sqrt(6 / (fan_in + n))
+    if style == "official":
+      assert np.abs(kernel).max() <= bound
+      assert np.abs(kernel).max() > 0.95 * bound
+      assert np.std(kernel) == pytest.approx(bound / np.sqrt(3), rel=0.05)
+    else:
+      assert np.std(kernel) < 0.021
+    if kind == "tagging":
+      head = model.bind({"params": params},
+                        rngs={"dropout": jax.random.key(3)}).head
+      x = jax.random.normal(jax.random.key(4), (2, 4, hidden))
+      same = np.allclose(head(x, deterministic=False),
+                         head(x, deterministic=True))
+      assert same == (style == "official")
+
+
+def test_headline_is_the_final_epoch_and_predict_uses_it(tmp_path):
+  evals = [[{"epoch": 1, "step": 10, "accuracy": 0.70, "f1": 0.50},
+            {"epoch": 2, "step": 20, "accuracy": 0.80, "f1": 0.60},
+            {"epoch": 3, "step": 30, "accuracy": 0.75, "f1": 0.70}],
+           [{"epoch": 1, "step": 10, "accuracy": 0.90, "f1": 0.90},
+            {"epoch": 2, "step": 20, "accuracy": 0.60, "f1": 0.40},
+            {"epoch": 3, "step": 30, "accuracy": 0.65, "f1": 0.45}]]
+  trials = [data_lib.trial_results(k, 7 + k, "accuracy", e)
+            for k, e in enumerate(evals)]
+  assert trials[0]["final"] == {"accuracy": 0.75, "f1": 0.70}
+  assert (trials[0]["best_epoch"], trials[0]["best_step"]) == (2, 20)
+  assert trials[0]["best_epoch_accuracy"] == 0.80
+  assert trials[0]["best"] == {"accuracy": 0.80, "f1": 0.60}
+  assert trials[1]["best_epoch"] == 1 and trials[1]["seed"] == 8
+  summary = data_lib.summarize_trials(trials)
+  assert summary["final"]["accuracy"]["mean"] == pytest.approx(0.70)
+  assert summary["final"]["accuracy"]["std"] == pytest.approx(0.05)
+  assert summary["best"]["accuracy"]["median"] == pytest.approx(0.85)
+  # Predict takes the trial whose final model scored best (0.75 > 0.65),
+  # not the one with the best epoch (0.90).
+  (tmp_path / "results.json").write_text(json.dumps(
+      {"main_metric": "accuracy", "trials": trials}))
+  assert ft_train.best_trial(str(tmp_path))["trial"] == 0
+
+
 def test_classification_learns(tmp_path, hf_dir):
   train = testing.write_csv(tmp_path / "train.csv", ["id", "text", "label"],
                             testing.classification_rows(0, 256))
@@ -31,9 +158,11 @@ def test_classification_learns(tmp_path, hf_dir):
       **{"data.train_file": train, "data.eval_file": dev})
   results = ft_train.train_and_evaluate(config, str(tmp_path / "work"))
   trial = results["trials"][0]
-  assert trial["best"]["accuracy"] >= 0.95, trial["evals"]
+  assert trial["final"]["accuracy"] >= 0.95, trial["evals"]
   assert trial["evals"][0]["accuracy"] < 0.95  # It had to learn.
-  assert results["summary"]["best"]["accuracy"]["n"] == 1
+  assert results["summary"]["final"]["accuracy"]["n"] == 1
+  assert results["headline"]["metric"] == "accuracy"
+  assert results["headline"]["mean"] == trial["final"]["accuracy"]
 
 
 def _qa_rows(seed, n):
@@ -125,8 +254,8 @@ def test_cli_end_to_end_then_predict(tmp_path, hf_dir):
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   assert [t["seed"] for t in results["trials"]] == [0, 1]
-  assert set(results["summary"]["best"]["accuracy"]) >= {"mean", "median",
-                                                          "std"}
+  assert set(results["summary"]["final"]["accuracy"]) >= {"mean", "median",
+                                                           "std"}
   assert os.path.isfile(os.path.join(workdir, "vocab.txt"))
   assert any(n.startswith("events.out.tfevents")
              for n in os.listdir(os.path.join(workdir, "trial_1")))

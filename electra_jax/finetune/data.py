@@ -18,9 +18,11 @@ from typing import Any
 from etils import epath
 import numpy as np
 
+from electra_jax import errors
 from electra_jax.data import tokenization
 from electra_jax.finetune import features
 from electra_jax.finetune import metrics as metrics_lib
+from electra_jax.finetune import qa_head
 from electra_jax.finetune import squad
 from electra_jax.finetune import tasks
 
@@ -28,7 +30,8 @@ SOURCES = ("tfds", "files")
 # Per kind, the arrays the device step reads (beyond input_ids, input_mask,
 # segment_ids and the per-row `weight` the batchers add).
 TARGETS = {"classification": ("label",), "regression": ("label",),
-           "tagging": ("labels",), "qa": ("start_positions", "end_positions")}
+           "tagging": ("labels",),
+           "qa": ("start_positions", "end_positions", "is_impossible")}
 INPUTS = ("input_ids", "input_mask", "segment_ids")
 
 
@@ -40,6 +43,7 @@ class Split:
   arrays: dict[str, np.ndarray]  # Device inputs and targets, one row each.
   qa: squad.QAFeatures | None = None  # QA windows and their maps.
   word_positions: np.ndarray | None = None  # Tagging: token of each word.
+  tag_encoding: str = "none"  # Tagging: what the model's tags are written in.
 
   @property
   def num_rows(self) -> int:
@@ -65,18 +69,10 @@ class DataConfig:
   label_column: str
   id_column: str
   labels: str
+  tag_encoding: str
   double_unordered: bool
   max_query_length: int
   doc_stride: int
-
-
-@dataclasses.dataclass(frozen=True)
-class QaConfig:
-  """Span decoding: the fine-tuning config's `qa` section."""
-
-  n_best_size: int
-  max_answer_length: int
-  na_threshold: float
 
 
 def columns(d: DataConfig) -> tuple[str, ...]:
@@ -87,20 +83,20 @@ def _rows(d: DataConfig, which: str
           ) -> tuple[list[dict[str, Any]], str, bool]:
   """Raw rows of split `which`, their description, and whether TFDS."""
   if d.source not in SOURCES:
-    raise ValueError(f"data.source must be one of {SOURCES}, not "
+    raise errors.UserError(f"data.source must be one of {SOURCES}, not "
                      f"{d.source!r}.")
   path = getattr(d, f"{which}_file")
   if path or (d.source == "files" and which != "predict"):
     if not path:
-      raise ValueError(f"data.source=files needs --config.data.{which}_file.")
+      raise errors.UserError(f"data.source=files needs --config.data.{which}_file.")
     return tasks.read_file(path, d.file_format), path, False
   split = getattr(d, f"{which}_split")
   if d.source != "tfds" or not split:
-    raise ValueError(f"No {which} data: set --config.data.{which}_file"
+    raise errors.UserError(f"No {which} data: set --config.data.{which}_file"
                      + (" or --config.data.predict_split (TFDS)."
                         if which == "predict" else "."))
   if not d.tfds_name:
-    raise ValueError("data.source=tfds needs --config.data.tfds_name.")
+    raise errors.UserError("data.source=tfds needs --config.data.tfds_name.")
   rows = tasks.read_tfds(d.tfds_name, split, d.tfds_data_dir)
   return rows, f"TFDS {d.tfds_name}[{split}]", True
 
@@ -119,15 +115,29 @@ def read_examples(d: DataConfig, spec: tasks.TaskSpec,
 def label_names(d: DataConfig, spec: tasks.TaskSpec,
                 train: list[Any]) -> list[str]:
   """Class or tag names: `data.labels`, the TFDS task's, or the sorted
-  distinct values of the training data. Empty for regression and QA."""
+  distinct values of the training data. Empty for regression and QA.
+
+  Tags are named as the model learns them (`features.training_tags`): with
+  `tag_encoding` "bioes", every span type of `data.labels` in its four
+  forms plus "O", or the BIOES tags of the training data.
+  """
   if spec.kind in ("regression", "qa"):
     return []
-  if d.labels:
-    return [x.strip() for x in d.labels.split(",")]
+  given = [x.strip() for x in d.labels.split(",") if x.strip()]
+  if spec.kind == "tagging":
+    if given and d.tag_encoding == "bioes":
+      features.training_tags(  # Checks that they are span tags.
+          tasks.TaggingExample("--config.data.labels", (), tuple(given)),
+          d.tag_encoding)
+      kinds = {t[2:] for t in given if t != "O"}
+      return sorted({"O"} | {f"{p}-{k}" for k in kinds for p in "BIES"})
+    return given or sorted({t for ex in train
+                            for t in features.training_tags(
+                                ex, d.tag_encoding)})
+  if given:
+    return given
   if d.source == "tfds" and spec.label_names:
     return list(spec.label_names)
-  if spec.kind == "tagging":
-    return sorted({t for ex in train for t in ex.tags})
   return sorted({ex.label for ex in train})
 
 
@@ -143,9 +153,11 @@ def featurize(d: DataConfig, length: int, spec: tasks.TaskSpec,
                          doc_stride=d.doc_stride, is_training=training)
     return Split(examples, qa.arrays(), qa=qa)
   if spec.kind == "tagging":
-    arrays = features.tagging_features(examples, labels, tok, length)
+    arrays = features.tagging_features(examples, labels, tok, length,
+                                       d.tag_encoding)
     positions = arrays.pop("word_positions")
-    return Split(examples, arrays, word_positions=positions)
+    return Split(examples, arrays, word_positions=positions,
+                 tag_encoding=d.tag_encoding)
   if training and spec.unordered and d.double_unordered:
     examples = features.double_unordered(examples)
   arrays = features.text_features(examples, spec.kind, labels,
@@ -163,20 +175,23 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
   return e / e.sum(-1, keepdims=True)
 
 
-def predict(q: QaConfig, spec: tasks.TaskSpec, labels: list[str],
-            split: Split, outputs: np.ndarray) -> list[dict[str, Any]]:
+def predict(q: qa_head.QAConfig, spec: tasks.TaskSpec, labels: list[str],
+            split: Split, outputs: Any) -> list[dict[str, Any]]:
   """One prediction record per example.
 
   Args:
-    q: QA decoding settings.
+    q: the QA head and decoding settings.
     spec: the task.
     labels: class or tag names.
     split: the examples and features the outputs belong to.
-    outputs: `TaskModel` outputs for every feature row of `split`.
+    outputs: `TaskModel` outputs for every feature row of `split` (QA: a
+      dict of arrays).
 
   Returns:
     Records with `id` and, by kind, `label` + `probabilities`, `score`,
-    `tags`, or `answer` + `null_score_diff` + `nbest`.
+    `tags` (BIO when the model learnt BIOES), or `answer` + `best_span` +
+    `nbest` (+ `na_score` for SQuAD 2.0: "" answers when it exceeds
+    `q.na_threshold`).
   """
   examples = split.examples
   if spec.kind == "classification":
@@ -197,15 +212,19 @@ def predict(q: QaConfig, spec: tasks.TaskSpec, labels: list[str],
       tags = [labels[best[i, p]] if p >= 0 else "O"  # "O": cut off.
               for p in positions]
       tags += ["O"] * (len(ex.words) - len(tags))
+      if split.tag_encoding == "bioes":
+        tags = metrics_lib.to_bio(tags)
       records.append({"id": ex.id, "tags": tags})
     return records
   decoded = squad.decode(
-      examples, split.qa, outputs[..., 0], outputs[..., 1],
-      n_best_size=q.n_best_size, max_answer_length=q.max_answer_length,
-      na_threshold=q.na_threshold, version_2=spec.squad_v2)
-  return [{"id": ex.id, "answer": decoded[ex.id]["text"],
-           "null_score_diff": decoded[ex.id]["null_score_diff"],
-           "nbest": decoded[ex.id]["nbest"]} for ex in examples]
+      examples, split.qa, outputs, head=q.head, n_best_size=q.n_best_size,
+      max_answer_length=q.max_answer_length, na_threshold=q.na_threshold,
+      version_2=spec.squad_v2)
+  records = []
+  for ex in examples:
+    d = dict(decoded[ex.id])
+    records.append({"id": ex.id, "answer": d.pop("text"), **d})
+  return records
 
 
 def score(spec: tasks.TaskSpec, labels: list[str], split: Split,
@@ -224,11 +243,13 @@ def score(spec: tasks.TaskSpec, labels: list[str], split: Split,
   if spec.kind == "tagging":
     gold = [list(ex.tags) for ex in examples]
     pred = [r["tags"] for r in records]
+    if split.tag_encoding == "bioes":  # Same spans, the predictions' scheme.
+      gold = [metrics_lib.to_bio(g) for g in gold]
     flat_gold = np.array([t for seq in gold for t in seq])
     flat_pred = np.array([t for seq in pred for t in seq])
     return {"f1": metrics_lib.chunk_f1(pred, gold),
             "accuracy": metrics_lib.accuracy(flat_pred, flat_gold)}
-  answers = {r["id"]: {"text": r["answer"]} for r in records}
+  answers = {r["id"]: {**r, "text": r["answer"]} for r in records}
   return squad.evaluate(examples, answers)
 
 
@@ -242,10 +263,41 @@ def write_predictions(path: str, records: list[dict[str, Any]]) -> None:
   tmp.rename(path)
 
 
+def trial_results(trial: int, seed: int, main: str,
+                  evals: list[dict[str, Any]]) -> dict[str, Any]:
+  """One trial's record from its dev evaluations, in epoch order.
+
+  Args:
+    trial: the trial's index.
+    seed: its seed.
+    main: the task's headline metric.
+    evals: `{"epoch", "step", <metric>: value, ...}` after every epoch.
+
+  Returns:
+    `final` (the last evaluation's metrics: the trial's score), and beside
+    it `best_epoch`, `best_step`, `best_epoch_<main>` and `best` (the
+    metrics of the first epoch with the highest `main`; not `best_<main>`,
+    which SQuAD 2.0's threshold search names), plus `evals` itself.
+  """
+  best = max(evals, key=lambda e: e[main])  # The first of equals.
+  metrics_of = lambda e: {k: v for k, v in e.items()
+                          if k not in ("epoch", "step")}
+  return {"trial": trial, "seed": seed, "final": metrics_of(evals[-1]),
+          "best_epoch": best["epoch"], "best_step": best["step"],
+          f"best_epoch_{main}": best[main], "best": metrics_of(best),
+          "evals": evals}
+
+
 def summarize_trials(trials: list[dict[str, Any]]) -> dict[str, Any]:
-  """Mean/median/std over trials of the best-step and final metrics."""
+  """Mean/median/std over trials of the final and the best-epoch metrics.
+
+  "final" (each trial's model after its last epoch, as the reference
+  evaluates and reports) is the headline; "best" is the best epoch's
+  scores, reported beside it: picked on the dev set it scores, it is
+  biased upward.
+  """
   out = {}
-  for which in ("best", "final"):
+  for which in ("final", "best"):
     names = trials[0][which].keys()
     out[which] = {n: metrics_lib.summarize([t[which][n] for t in trials])
                   for n in names}

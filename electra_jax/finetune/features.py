@@ -2,8 +2,9 @@
 
 Sentence (pair) inputs follow BERT/ELECTRA: `[CLS] a [SEP]` or
 `[CLS] a [SEP] b [SEP]` with segment ids 0 / 1, the longer text truncated
-first. Tagging labels the first token of every word and ignores the rest
-(-1), as the reference's tagging tasks do.
+first. Tagging follows the reference's tagging tasks: `[CLS] words [SEP]`
+with segment id 1 on every token, the first token of every word labelled and
+the rest ignored (-1), span tags trained as BIOES (`tag_encoding`).
 
 Batches are dicts of numpy arrays with a leading global batch dimension.
 Training batches are a fresh permutation per epoch (the last one filled up
@@ -15,8 +16,15 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from electra_jax import errors
 from electra_jax.data import tokenization
+from electra_jax.finetune import metrics
 from electra_jax.finetune import tasks
+
+# How tagging trains its tags: "bioes" reads span tags (B-/I-/E-/S-X, O) and
+# trains their spans as BIOES, as the reference's chunking; "none" trains the
+# tags as written (token-level tags such as part-of-speech).
+TAG_ENCODINGS = ("bioes", "none")
 
 
 def _truncate_pair(a: list[int], b: list[int], budget: int) -> None:
@@ -52,7 +60,7 @@ def encode_texts(examples: Sequence[tasks.TextExample],
   """input_ids, input_mask and segment_ids [num_examples, max_seq_length]."""
   num_texts = {len(ex.texts) for ex in examples}
   if len(num_texts) != 1:
-    raise ValueError("Examples mix single texts and pairs.")
+    raise errors.UserError("Examples mix single texts and pairs.")
   columns = [tok.encode_batch([ex.texts[k] for ex in examples])
              for k in range(num_texts.pop())]
   ids, segments = zip(*(_pack(pieces, tok, max_seq_length)
@@ -86,7 +94,7 @@ def text_features(examples: Sequence[tasks.TextExample], kind: str,
     unknown = sorted({ex.label for ex in examples
                       if ex.label is not None and ex.label not in index})
     if unknown:
-      raise ValueError(f"Labels {unknown[:5]} are not among the task's "
+      raise errors.UserError(f"Labels {unknown[:5]} are not among the task's "
                        f"labels {list(labels)}; set --config.data.labels.")
     arrays["label"] = np.array([index.get(ex.label, 0) for ex in examples],
                                np.int32)
@@ -98,14 +106,35 @@ def text_features(examples: Sequence[tasks.TextExample], kind: str,
   return arrays
 
 
+def training_tags(ex: tasks.TaggingExample,
+                  tag_encoding: str) -> tuple[str, ...]:
+  """The tags of `ex` as the model learns them (`TAG_ENCODINGS`)."""
+  if tag_encoding not in TAG_ENCODINGS:
+    raise errors.UserError(
+        f"data.tag_encoding={tag_encoding!r}; expected one of "
+        f"{', '.join(TAG_ENCODINGS)}.")
+  if tag_encoding == "none":
+    return ex.tags
+  for tag in ex.tags:
+    if tag != "O" and (tag[:2] not in ("B-", "I-", "E-", "S-") or
+                       len(tag) < 3):
+      raise errors.UserError(
+          f"Tag {tag!r} of example {ex.id} is not a span tag (B-X, I-X, "
+          "E-X, S-X or O); for token-level tags such as part-of-speech set "
+          "--config.data.tag_encoding=none.")
+  return tuple(metrics.to_bioes(ex.tags))
+
+
 def tagging_features(examples: Sequence[tasks.TaggingExample],
                      tags: Sequence[str], tok: tokenization.Tokenizer,
-                     max_seq_length: int) -> dict[str, np.ndarray]:
+                     max_seq_length: int,
+                     tag_encoding: str) -> dict[str, np.ndarray]:
   """Model inputs plus `labels` [N, L] (-1 where not scored) and
   `word_positions` [N, L] (the token of word j, or -1).
 
-  Words past `max_seq_length - 2` tokens are cut off; their tags are then
-  never predicted (prediction writes "O" for them).
+  `tags` are the class names in the `tag_encoding` the model learns (see
+  `training_tags`). Words past `max_seq_length - 2` tokens are cut off;
+  their tags are then never predicted (prediction writes "O" for them).
   """
   index = {t: i for i, t in enumerate(tags)}
   cls, sep = tok.special_ids["cls_id"], tok.special_ids["sep_id"]
@@ -118,21 +147,25 @@ def tagging_features(examples: Sequence[tasks.TaggingExample],
             "word_positions": np.full((n, length), -1, np.int32)}
   for i, ex in enumerate(examples):
     ids = [cls]
+    ex_tags = None if ex.tags is None else training_tags(ex, tag_encoding)
     pieces = tok.encode_batch(list(ex.words)) if ex.words else []
     for w, word_pieces in enumerate(pieces):
       word_pieces = word_pieces or [unk]
       if len(ids) + len(word_pieces) > length - 1:
         break
       arrays["word_positions"][i, w] = len(ids)
-      if ex.tags is not None:
-        if ex.tags[w] not in index:
-          raise ValueError(f"Tag {ex.tags[w]!r} of example {ex.id} is not "
+      if ex_tags is not None:
+        if ex_tags[w] not in index:
+          raise errors.UserError(f"Tag {ex_tags[w]!r} of example {ex.id} is not "
                            f"among the task's tags {list(tags)}.")
-        arrays["labels"][i, len(ids)] = index[ex.tags[w]]
+        arrays["labels"][i, len(ids)] = index[ex_tags[w]]
       ids.extend(word_pieces)
     ids.append(sep)
     arrays["input_ids"][i, :len(ids)] = ids
     arrays["input_mask"][i, :len(ids)] = 1
+    # The reference's tagging inputs are all segment 1 (one "second"
+    # segment), unlike its sentence tasks.
+    arrays["segment_ids"][i, :len(ids)] = 1
   return arrays
 
 

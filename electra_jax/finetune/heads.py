@@ -16,11 +16,15 @@ Heads (all logits in float32, whatever the compute dtype):
     `classification_tasks.py`): [CLS] -> dropout -> dense(num_outputs).
   classification/regression, "transformers" (`ElectraClassificationHead`):
     [CLS] -> dropout -> dense(H) -> GELU -> dropout -> dense(num_outputs).
-  tagging: every token -> dropout -> dense(num_tags).
-  qa: every token -> dense(2): start and end logits, no dropout (BERT's and
-    transformers' `ElectraForQuestionAnswering`; the reference's joint
-    end-given-start prediction and answerability classifier are not
-    implemented: SQuAD 2.0 no-answer uses the [CLS] span score).
+  tagging, "official" (`tagging_tasks.py`): every token -> dense(num_tags);
+    "transformers" (`ElectraForTokenClassification`) adds dropout first.
+  qa: `qa_head` by `config.qa.head`: "electra" (the reference's joint
+    start/end head with its answerable classifier) or "bert" (every token
+    -> dense(2), truncated-normal init as transformers').
+
+"official" dense layers start as the reference's `tf.layers.dense` with no
+initializer, i.e. TF's glorot uniform; "transformers" ones as transformers'
+(normal(initializer_range), truncated here as the encoder's).
 """
 
 from typing import Any
@@ -29,11 +33,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from electra_jax import errors
 from electra_jax import model as model_lib
+from electra_jax.finetune import qa_head
 
 Array = jax.Array
 KINDS = ("classification", "regression", "tagging", "qa")
 HEAD_STYLES = ("official", "transformers")
+
+
+def _kernel_init(style: str):
+  """TF's default for the reference's heads; else the model's."""
+  return model_lib.tf_default_init if style == "official" else None
 
 
 class SequenceHead(nn.Module):
@@ -55,7 +66,8 @@ class SequenceHead(nn.Module):
           cfg, cfg.hidden_size, ("embed", "mlp"), "dense")(x))
     x = dropout(x, deterministic=deterministic)
     in_axis = "mlp" if self.style == "transformers" else "embed"
-    x = model_lib.dense(cfg, self.num_outputs, (in_axis, None), "output")(x)
+    x = model_lib.dense(cfg, self.num_outputs, (in_axis, None), "output",
+                        _kernel_init(self.style))(x)
     return x.astype(jnp.float32)
 
 
@@ -65,6 +77,7 @@ class TokenHead(nn.Module):
   cfg: model_lib.ModelConfig
   num_outputs: int
   dropout: bool = True
+  style: str = "official"  # The kernel init (see the module docstring).
 
   @nn.compact
   def __call__(self, x: Array, deterministic: bool) -> Array:
@@ -73,7 +86,7 @@ class TokenHead(nn.Module):
       x = nn.Dropout(self.cfg.hidden_dropout_prob)(
           x, deterministic=deterministic)
     x = model_lib.dense(self.cfg, self.num_outputs, ("embed", None),
-                        "output")(x)
+                        "output", _kernel_init(self.style))(x)
     return x.astype(jnp.float32)
 
 
@@ -81,20 +94,23 @@ class TaskModel(nn.Module):
   """ELECTRA encoder + task head.
 
   Outputs by `kind`: classification [B, num_labels] logits; regression [B]
-  scores; tagging [B, T, num_labels] logits; qa [B, T, 2] start/end logits.
+  scores; tagging [B, T, num_labels] logits; qa a dict of float32 arrays,
+  `start_logits` [B, T] and the rest as `qa_head` says ("bert":
+  `end_logits` [B, T]).
   """
 
   cfg: model_lib.ModelConfig
   kind: str
   num_labels: int = 1
   head_style: str = "official"
+  qa: qa_head.QAConfig | None = None  # Needed when kind == "qa".
 
   def setup(self):
     if self.kind not in KINDS:
-      raise ValueError(f"Unknown task kind {self.kind!r}; expected one of "
+      raise errors.UserError(f"Unknown task kind {self.kind!r}; expected one of "
                        f"{', '.join(KINDS)}.")
     if self.head_style not in HEAD_STYLES:
-      raise ValueError(f"Unknown head {self.head_style!r}; expected one of "
+      raise errors.UserError(f"Unknown head {self.head_style!r}; expected one of "
                        f"{', '.join(HEAD_STYLES)}.")
     self.embeddings = model_lib.Embeddings(self.cfg)
     self.encoder = model_lib.Encoder(self.cfg)
@@ -102,16 +118,31 @@ class TaskModel(nn.Module):
       outputs = self.num_labels if self.kind == "classification" else 1
       self.head = SequenceHead(self.cfg, outputs, self.head_style)
     elif self.kind == "tagging":
-      self.head = TokenHead(self.cfg, self.num_labels)
+      self.head = TokenHead(self.cfg, self.num_labels,
+                            dropout=self.head_style == "transformers",
+                            style=self.head_style)
+    elif self.qa is None:
+      raise ValueError("A qa TaskModel needs its qa_head.QAConfig.")
+    elif self.qa.head == "electra":
+      self.head = qa_head.ElectraQAHead(self.cfg, self.qa.beam_size)
     else:
-      self.head = TokenHead(self.cfg, 2, dropout=False)
+      self.head = TokenHead(self.cfg, 2, dropout=False, style="transformers")
 
   def __call__(self, input_ids: Array, input_mask: Array, segment_ids: Array,
-               deterministic: bool = True) -> Array:
-    """[batch, length] int ids, mask and segments -> task outputs."""
+               deterministic: bool = True,
+               start_positions: Array | None = None) -> Any:
+    """[batch, length] int ids, mask and segments -> task outputs.
+
+    `start_positions` [batch]: qa training's gold starts, on which the
+    "electra" head conditions its end logits; None evaluates.
+    """
     x = self.embeddings(input_ids, segment_ids, deterministic)
     x = self.encoder(x, input_mask, deterministic)  # [B, T, H]
+    if self.kind == "qa" and self.qa.head == "electra":
+      return self.head(x, input_mask, segment_ids, start_positions)
     out = self.head(x, deterministic)
+    if self.kind == "qa":
+      return {"start_logits": out[..., 0], "end_logits": out[..., 1]}
     return out[:, 0] if self.kind == "regression" else out
 
 
@@ -129,7 +160,7 @@ def pretrained_subtrees(discriminator_params: Any) -> dict[str, Any]:
   """
   missing = {"embeddings", "discriminator"} - set(discriminator_params)
   if missing:
-    raise ValueError(f"Pretrained params lack {sorted(missing)}; expected "
+    raise errors.UserError(f"Pretrained params lack {sorted(missing)}; expected "
                      "an ElectraDiscriminator's {embeddings, discriminator} "
                      f"but got {sorted(discriminator_params)}.")
   return {"embeddings": discriminator_params["embeddings"],
@@ -145,7 +176,7 @@ def check_compatible(task_params: Any, subtrees: dict[str, Any]) -> None:
     got_shapes = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in got}
     if want_shapes != got_shapes:
       diff = sorted(set(want_shapes.items()) ^ set(got_shapes.items()))
-      raise ValueError(
+      raise errors.UserError(
           f"Pretrained {key} params do not fit the task model (differences, "
           f"(path, shape): {diff[:4]}{' ...' if len(diff) > 4 else ''}). "
           "The model config must be the checkpoint's.")

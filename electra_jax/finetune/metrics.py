@@ -1,14 +1,17 @@
 """Evaluation metrics for fine-tuning, in plain numpy.
 
 The GLUE metrics (accuracy, binary F1, Matthews correlation, Pearson and
-Spearman correlation) and the CoNLL chunk F1 for tagging. Each takes host
-arrays and returns a Python float; `compute` runs a task's named metrics.
+Spearman correlation) and the CoNLL chunk F1 for tagging, with the BIO <->
+BIOES conversions tagging trains through. Each metric takes host arrays and
+returns a Python float; `compute` runs a task's named metrics.
 SQuAD's EM/F1 live in `squad.py`, next to the answer normalisation they need.
 """
 
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from electra_jax import errors
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -91,22 +94,54 @@ def spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 
 def chunks(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-  """Typed spans `(type, start, end_inclusive)` of a BIO/IOB tag sequence.
+  """Typed spans `(type, start, end_inclusive)` of a BIO/IOB/BIOES sequence.
 
-  A span starts at `B-X`, or at an `I-X` that does not continue a span of
-  type X (IOB1 and sloppy predictions, as conlleval); `O` ends it. Tags
-  without a prefix are their own type.
+  A span starts at `B-X`, at `S-X` (a one-token span), or at an `I-X`/`E-X`
+  that does not continue a span of type X (IOB1 and sloppy predictions, as
+  conlleval); `E-X` ends it after its token, `O` before. Tags without a
+  prefix are their own type. BIO sequences hold no `E-`/`S-`, so their
+  spans are conlleval's.
   """
   spans, start, kind = set(), None, None
   for i, tag in enumerate(list(tags) + ["O"]):
     prefix, _, label = tag.partition("-") if "-" in tag else ("", "", tag)
-    continues = prefix == "I" and kind == label
+    continues = prefix in ("I", "E") and kind == label
     if start is not None and (tag == "O" or not continues):
       spans.add((kind, start, i - 1))
       start, kind = None, None
     if tag != "O" and start is None:
       start, kind = i, label
+    if prefix in ("E", "S") and start is not None:
+      spans.add((kind, start, i))
+      start, kind = None, None
   return spans
+
+
+def _write_spans(spans: set[tuple[str, int, int]], length: int,
+                 bioes: bool) -> list[str]:
+  tags = ["O"] * length
+  for kind, start, end in spans:
+    tags[start:end + 1] = [f"I-{kind}"] * (end + 1 - start)
+    if bioes and start == end:
+      tags[start] = f"S-{kind}"
+      continue
+    tags[start] = f"B-{kind}"
+    if bioes:
+      tags[end] = f"E-{kind}"
+  return tags
+
+
+def to_bioes(tags: Sequence[str]) -> list[str]:
+  """The spans of `tags` (any scheme `chunks` reads) written as BIOES: the
+  reference's `LABEL_ENCODING` for chunking (`S-X` one token, `B-X I-X ..
+  E-X` longer spans)."""
+  return _write_spans(chunks(tags), len(tags), bioes=True)
+
+
+def to_bio(tags: Sequence[str]) -> list[str]:
+  """The spans of `tags` written as BIO (IOB2: every span opens with B-X);
+  `chunks(to_bio(t)) == chunks(t)`, so scoring is unchanged."""
+  return _write_spans(chunks(tags), len(tags), bioes=False)
 
 
 def chunk_f1(predictions: Sequence[Sequence[str]],
@@ -141,7 +176,7 @@ def compute(names: Sequence[str], predictions: np.ndarray,
   """Runs the named metrics of `METRICS` on one set of predictions."""
   unknown = [n for n in names if n not in METRICS]
   if unknown:
-    raise ValueError(f"Unknown metric(s) {unknown}; known: "
+    raise errors.UserError(f"Unknown metric(s) {unknown}; known: "
                      f"{', '.join(sorted(METRICS))}.")
   return {n: METRICS[n](predictions, labels) for n in names}
 
@@ -158,4 +193,4 @@ def _check_lengths(a: np.ndarray, b: np.ndarray) -> None:
   if a.shape[:1] != b.shape[:1]:
     raise ValueError(f"{a.shape[0]} predictions for {b.shape[0]} labels.")
   if a.shape[0] == 0:
-    raise ValueError("No examples to score.")
+    raise errors.UserError("No examples to score.")

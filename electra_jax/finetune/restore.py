@@ -28,6 +28,7 @@ import ml_collections
 
 from electra_jax import checkpointing
 from electra_jax import convert
+from electra_jax import errors
 from electra_jax import model as model_lib
 from electra_jax import pretrained
 from electra_jax import train as train_lib
@@ -35,6 +36,7 @@ from electra_jax.data import input_pipeline
 from electra_jax.data import tokenization
 from electra_jax.finetune import data as data_lib
 from electra_jax.finetune import heads
+from electra_jax.finetune import qa_head
 from electra_jax.finetune import tasks
 
 TASK_FILE = "task.json"
@@ -56,7 +58,7 @@ def find_tokenizer(config: ml_collections.ConfigDict) -> str:
     return config.tokenizer
   path = config.init_from
   if not path:
-    raise ValueError("No tokenizer: set --config.tokenizer to a vocab.txt or "
+    raise errors.UserError("No tokenizer: set --config.tokenizer to a vocab.txt or "
                      "sentencepiece .model (or --config.init_from to a "
                      "directory that holds one).")
   found = []
@@ -72,7 +74,7 @@ def find_tokenizer(config: ml_collections.ConfigDict) -> str:
     except FileNotFoundError:
       pass
   if not found:
-    raise FileNotFoundError(
+    raise errors.MissingFile(
         f"No tokenizer (vocab.txt or a sentencepiece .model) in {path}; set "
         "--config.tokenizer.")
   return found[0]
@@ -119,7 +121,7 @@ def load_encoder(path: str) -> tuple[model_lib.ModelConfig, dict[str, Any]]:
       _log_mlm_only(path)
       return (train_lib.generator_config(config, config.model.vocab_size),
               _mlm_encoder(model_lib.generator_params(params)))
-    raise ValueError(f"{path}: the checkpoint holds neither a discriminator "
+    raise errors.UserError(f"{path}: the checkpoint holds neither a discriminator "
                      f"nor a generator (params {sorted(params)}); there is "
                      "no encoder to fine-tune.")
   disc_dir, gen_dir = (epath.Path(path) / d for d in EXPORT_DIRS)
@@ -128,14 +130,14 @@ def load_encoder(path: str) -> tuple[model_lib.ModelConfig, dict[str, Any]]:
     # discriminator, so this generator is the full-size one.
     module, params = convert.load_transformers(str(gen_dir))
     if not isinstance(module, model_lib.ElectraGenerator):
-      raise ValueError(f"{gen_dir}: expected the ElectraForMaskedLM of an "
+      raise errors.UserError(f"{gen_dir}: expected the ElectraForMaskedLM of an "
                        "MLM-only run's export.")
     _log_mlm_only(path)
     return module.cfg, _mlm_encoder(params)
   if (epath.Path(path) / input_pipeline.TOKENIZER_DIR).is_dir():
     # Else the next step would read the run's own config.json as a
     # transformers one and complain about its model_type.
-    raise FileNotFoundError(
+    raise errors.MissingFile(
         f"{path}: a pretraining workdir with no checkpoints/, so neither a "
         "discriminator nor an MLM-only generator to fine-tune. Pass the "
         "workdir of a run that saved a checkpoint, an export of one, or a "
@@ -177,7 +179,8 @@ class Task:
   @property
   def model(self) -> heads.TaskModel:
     return heads.TaskModel(self.cfg, self.spec.kind, max(len(self.labels), 1),
-                           self.config.head)
+                           self.config.head,
+                           qa_head.QAConfig(**self.config.qa))
 
 
 def resolve(config: ml_collections.ConfigDict,
@@ -206,7 +209,7 @@ def resolve(config: ml_collections.ConfigDict,
   config.tokenizer = tok_path
   tok = tokenization.load_tokenizer(tok_path, lowercase=config.lowercase)
   if tok.vocab_size > config.model.vocab_size:
-    raise ValueError(f"Tokenizer {tok_path} has {tok.vocab_size} ids but the "
+    raise errors.UserError(f"Tokenizer {tok_path} has {tok.vocab_size} ids but the "
                      f"model only {config.model.vocab_size} embeddings.")
   labels = data_lib.label_names(data_lib.DataConfig(**config.data), spec,
                                 train_examples or [])
@@ -229,7 +232,9 @@ def save_task(workdir: str, task: Task) -> None:
             for k, v in dataclasses.asdict(task.cfg).items()}
   (workdir / TASK_FILE).write_text(json.dumps(
       {"task": task.spec.name, "head": task.config.head,
-       "labels": task.labels, "tokenizer": name, "model": fields}, indent=2))
+       "qa_head": task.config.qa.head,
+       "tag_encoding": task.config.data.tag_encoding, "labels": task.labels,
+       "tokenizer": name, "model": fields}, indent=2))
 
 
 def load_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
@@ -240,18 +245,22 @@ def load_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
   """
   path = epath.Path(workdir) / TASK_FILE
   if not path.is_file():
-    raise FileNotFoundError(f"{path} is missing: predict mode needs a workdir "
-                            "that fine-tuning (mode=train) wrote.")
+    raise errors.UserError(f"{path} is missing: predict mode needs a workdir "
+                           "that fine-tuning (mode=train) wrote.")
   saved: dict[str, Any] = json.loads(path.read_text())
   spec = tasks.get_task(config.task)
   if saved["task"] != spec.name:
-    raise ValueError(f"{workdir} was fine-tuned on {saved['task']}, not "
-                     f"{config.task}.")
+    raise errors.UserError(f"{workdir} was fine-tuned on {saved['task']}, not "
+                           f"{config.task}; pass task={saved['task']}.")
   fields = dict(saved["model"])
   fields["dtype"] = jnp.dtype(fields["dtype"])
   fields["param_dtype"] = jnp.dtype(fields["param_dtype"])
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
   config.head = saved["head"]
+  # Workdirs written before the ELECTRA QA head had only the BERT-style one.
+  config.qa.head = saved.get("qa_head", "bert")
+  # Tags were trained as written before BIOES became the default.
+  config.data.tag_encoding = saved.get("tag_encoding", "none")
   config.tokenizer = str(epath.Path(workdir) / saved["tokenizer"])
   config.lock()
   tok = tokenization.load_tokenizer(config.tokenizer,

@@ -6,11 +6,11 @@
 Per trial (seed `config.seed + k`): the task model is built sharded (shapes
 -> shardings -> jitted init that copies the pretrained encoder in), trained
 for `num_train_epochs` with the pretraining optimizer plus layer-wise LR
-decay, and evaluated after every epoch; the params of the best evaluation
-are kept (a device copy) and checkpointed with Orbax when the trial ends.
-`results.json` holds every trial's best and final metrics and their
-mean/median/std. Predict mode restores the best
-trial's best params and writes `predictions.jsonl` for unlabeled data.
+decay on the reference's summed loss, evaluated after every epoch, and its
+final params checkpointed. As in the reference, a trial scores its final
+model: `results.json` headlines the final epoch's dev metrics (and their
+mean/median/std over trials), the best epoch beside them. Predict mode
+uses the final params of the trial that scored highest.
 """
 
 import dataclasses
@@ -33,6 +33,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from electra_jax import checkpointing
+from electra_jax import errors
 from electra_jax import objective
 from electra_jax import optimizer
 from electra_jax import reporting
@@ -42,18 +43,20 @@ from electra_jax.finetune import data as data_lib
 from electra_jax.finetune import features
 from electra_jax.finetune import heads
 from electra_jax.finetune import lr_decay
+from electra_jax.finetune import qa_head
 from electra_jax.finetune import restore
 from electra_jax.finetune import tasks
 
 Batch = dict[str, jax.Array]
 
 
-def task_loss(kind: str, outputs: jax.Array, batch: Batch):
+def task_loss(kind: str, outputs: Any, batch: Batch,
+              qa: qa_head.QAConfig | None = None):
   """(sum of per-example losses, number of scored examples or tokens).
 
   Classification and tagging: cross-entropy (tagging over labelled tokens);
-  regression: squared error; qa: mean of the start and end cross-entropies
-  over the unpadded positions. Rows with `weight` 0 do not count.
+  regression: squared error; qa: `qa_head.loss` of the `qa` head, per
+  window. Rows with `weight` 0 do not count.
   """
   w = batch["weight"]
   if kind == "regression":
@@ -69,31 +72,35 @@ def task_loss(kind: str, outputs: jax.Array, batch: Batch):
     nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None],
                                -1)[..., 0]
     return jnp.sum(nll * valid), jnp.sum(valid)
-  mask = batch["input_mask"].astype(bool)[..., None]  # [B, T, 1]
-  logp = jax.nn.log_softmax(jnp.where(mask, outputs, -1e9), axis=1)
-  start = jnp.take_along_axis(logp[..., 0], batch["start_positions"][:, None],
-                              1)[:, 0]
-  end = jnp.take_along_axis(logp[..., 1], batch["end_positions"][:, None],
-                            1)[:, 0]
-  return jnp.sum(-(start + end) / 2 * w), jnp.sum(w)
+  return qa_head.loss(qa, outputs, batch)
+
+
+LOSS_REDUCTIONS = ("sum", "mean")
 
 
 def train_step(state: train_lib.TrainState, batch: Batch, rng: jax.Array, *,
                model: heads.TaskModel, schedule: optax.Schedule,
-               flat_norm: bool = False):
+               loss_reduction: str, flat_norm: bool = False):
   """One optimizer step; dropout keys come from `fold_in(rng, step)`.
 
+  `loss_reduction` "sum" differentiates the per-example losses (tagging:
+  summed over labelled tokens) summed over the global batch, as the
+  reference, so the global-norm clip acts on most steps; "mean" divides by
+  the count of scored examples (tokens). The logged loss is that mean.
   `flat_norm`: the logged gradient norm over the concatenated leaves, as
-  the optimizer's clipping computes it for unsharded params (XLA then
-  computes it once).
+  the optimizer's clipping computes it for unsharded params.
   """
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
     out = model.apply({"params": params}, batch["input_ids"],
                       batch["input_mask"], batch["segment_ids"],
-                      deterministic=False, rngs={"dropout": dropout_rng})
-    total, count = task_loss(model.kind, out, batch)
+                      deterministic=False, rngs={"dropout": dropout_rng},
+                      # QA's end logits are conditioned on the gold start.
+                      start_positions=batch.get("start_positions"))
+    total, count = task_loss(model.kind, out, batch, model.qa)
+    if loss_reduction == "sum":
+      return total, (total, count)
     return total / jnp.maximum(count, 1e-6), (total, count)
 
   grads, (total, count) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -120,7 +127,6 @@ class Steps:
   init: Callable[..., train_lib.TrainState] | None
   train: Callable[..., Any] | None
   eval: Callable[..., jax.Array]
-  copy: Callable[[Any], Any]  # Params -> a copy that outlives donation.
   param_shardings: Any
   abstract_params: Any
 
@@ -176,10 +182,12 @@ def build_steps(task: restore.Task, mesh, rules,
   batch_sh = sharding.batch_sharding(mesh)
   p_eval = jax.jit(functools.partial(eval_step, model=model),
                    in_shardings=(param_sh, batch_sh), out_shardings=batch_sh)
-  p_copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
-                   in_shardings=(param_sh,), out_shardings=param_sh)
   if num_train_steps is None:
-    return Steps(None, None, p_eval, p_copy, param_sh, abstract)
+    return Steps(None, None, p_eval, param_sh, abstract)
+  if task.config.loss_reduction not in LOSS_REDUCTIONS:
+    raise errors.UserError(
+        f"loss_reduction={task.config.loss_reduction!r}; set "
+        f"--config.loss_reduction to one of {', '.join(LOSS_REDUCTIONS)}.")
   flat_norm = sharding.fully_replicated(param_sh)
   opt = task.config.optimizer
   tx, schedule = lr_decay.create_optimizer(
@@ -196,11 +204,13 @@ def build_steps(task: restore.Task, mesh, rules,
     pre_sh = {k: param_sh[k] for k in task.pretrained}
   p_init = jax.jit(create, in_shardings=(replicated, pre_sh),
                    out_shardings=state_sh)
-  p_train = jax.jit(functools.partial(train_step, model=model,
-                                      schedule=schedule, flat_norm=flat_norm),
-                    in_shardings=(state_sh, batch_sh, replicated),
-                    out_shardings=(state_sh, replicated), donate_argnums=0)
-  return Steps(p_init, p_train, p_eval, p_copy, param_sh, abstract)
+  p_train = jax.jit(
+      functools.partial(train_step, model=model, schedule=schedule,
+                        flat_norm=flat_norm,
+                        loss_reduction=task.config.loss_reduction),
+      in_shardings=(state_sh, batch_sh, replicated),
+      out_shardings=(state_sh, replicated), donate_argnums=0)
+  return Steps(p_init, p_train, p_eval, param_sh, abstract)
 
 
 def _place(tree: Any, shardings: Any) -> Any:
@@ -219,13 +229,15 @@ def _device_batch(batch: dict[str, np.ndarray], kind: str, mesh) -> Batch:
 
 
 def run_outputs(steps: Steps, params: Any, split: data_lib.Split, kind: str,
-                batch_size: int, mesh) -> np.ndarray:
-  """Task outputs for every row of `split`, gathered on every host."""
+                batch_size: int, mesh) -> Any:
+  """Task outputs (an array, or QA's dict of arrays) for every row of
+  `split`, gathered on every host."""
   outs = []
   for batch in features.eval_batches(split.arrays, batch_size):
     out = steps.eval(params, _device_batch(batch, kind, mesh))
-    outs.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
-  return np.concatenate(outs)[:split.num_rows]
+    outs.append(jax.tree.map(np.asarray, multihost_utils.process_allgather(
+        out, tiled=True)))
+  return jax.tree.map(lambda *x: np.concatenate(x)[:split.num_rows], *outs)
 
 
 def evaluate(task: restore.Task, steps: Steps, params: Any,
@@ -234,7 +246,7 @@ def evaluate(task: restore.Task, steps: Steps, params: Any,
   """(metrics, prediction records) on a labelled split."""
   outputs = run_outputs(steps, params, split, task.spec.kind,
                         task.config.eval_batch_size, mesh)
-  records = data_lib.predict(data_lib.QaConfig(**task.config.qa), task.spec,
+  records = data_lib.predict(qa_head.QAConfig(**task.config.qa), task.spec,
                              task.labels, split, outputs)
   return data_lib.score(task.spec, task.labels, split, records), records
 
@@ -253,7 +265,7 @@ def _host_metrics(history) -> dict[str, float]:
 def run_trial(trial: int, task: restore.Task, steps: Steps,
               train: data_lib.Split, dev: data_lib.Split, workdir: str,
               mesh) -> dict[str, Any]:
-  """Trains one seed; checkpoints the best evaluation's params."""
+  """Trains one seed; checkpoints its final params."""
   config, kind = task.config, task.spec.kind
   main = task.spec.metrics[0]
   seed = config.seed + trial
@@ -268,7 +280,6 @@ def run_trial(trial: int, task: restore.Task, steps: Steps,
   writer = reporting.MetricWriter(trial_dir)
   total = num_train_steps(config, train.num_rows)
   evals, history, step, epoch = [], [], 0, 0
-  best = None  # (step, params copy, scores) of the best evaluation so far.
   while step < total:
     for batch in features.train_batches(train.arrays, config.batch_size, seed,
                                         epoch):
@@ -293,16 +304,10 @@ def run_trial(trial: int, task: restore.Task, steps: Steps,
     writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
     logging.info("trial %d epoch %d step %d: %s", trial, epoch, step,
                  ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items())))
-    if best is None or scores[main] > best[2][main]:
-      # A device copy: `state` is donated to the next step. One save per
-      # trial keeps checkpoint I/O out of the loop.
-      best = (step, steps.copy(state.params), scores)
-    evals.append((step, scores))
+    evals.append({"epoch": epoch, "step": step, **scores})
   writer.close()
-  save_params(trial_dir, best[0], best[1], best[2])
-  return {"trial": trial, "seed": seed, "best_step": best[0],
-          "best": best[2], "final": evals[-1][1],
-          "evals": [{"step": s, **m} for s, m in evals]}
+  save_params(trial_dir, step, state.params, scores)
+  return data_lib.trial_results(trial, seed, main, evals)
 
 
 def _manager(trial_dir: str) -> ocp.CheckpointManager:
@@ -313,7 +318,7 @@ def _manager(trial_dir: str) -> ocp.CheckpointManager:
 
 def save_params(trial_dir: str, step: int, params: Any,
                 scores: dict[str, float]) -> None:
-  """Checkpoints a trial's best params (Orbax, all processes take part)."""
+  """Checkpoints a trial's params (Orbax, all processes take part)."""
   manager = _manager(trial_dir)
   manager.save(step, args=ocp.args.StandardSave(params), metrics=scores)
   manager.wait_until_finished()
@@ -321,11 +326,11 @@ def save_params(trial_dir: str, step: int, params: Any,
 
 
 def restore_params(steps: Steps, trial_dir: str, step: int | None = None):
-  """Params of a trial's best (or given) checkpointed step."""
+  """Params of a trial's latest (or given) checkpointed step."""
   manager = _manager(trial_dir)
   step = manager.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f"No checkpoint under {trial_dir}.")
+    raise errors.MissingFile(f"No checkpoint under {trial_dir}.")
   target = jax.tree.map(
       lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
       steps.abstract_params, steps.param_shardings)
@@ -371,34 +376,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     steps = build_steps(task, mesh, rules, total)
     trials = [run_trial(k, task, steps, train, dev, workdir, mesh)
               for k in range(config.num_trials)]
-  results = {"task": config.task, "main_metric": spec.metrics[0],
-             "num_train_steps": total, "trials": trials,
-             "summary": data_lib.summarize_trials(trials)}
+  summary = data_lib.summarize_trials(trials)
+  main = spec.metrics[0]
+  results = {"task": config.task, "main_metric": main,
+             # The reported score: the final model's, over trials.
+             "headline": {"metric": main, "epoch": "final",
+                          **summary["final"][main]},
+             "num_train_steps": total, "trials": trials, "summary": summary}
   if jax.process_index() == 0:
     (epath.Path(workdir) / "results.json").write_text(
         json.dumps(results, indent=2))
     writer = reporting.MetricWriter(workdir)
     writer.write_scalars(total, {
-        f"summary/{name}_{stat}": value
-        for name, stats in results["summary"]["best"].items()
+        f"summary/{which}_{name}_{stat}": value
+        for which in ("final", "best")
+        for name, stats in summary[which].items()
         for stat, value in stats.items() if stat in ("mean", "median", "std")})
     writer.close()
-  logging.info("Results: %s", json.dumps(results["summary"]["best"]))
+  logging.info("Results (final epoch): %s; best epoch: %s",
+               json.dumps(summary["final"]), json.dumps(summary["best"]))
   if config.data.predict_file or config.data.predict_split:
     predict(config, workdir)
   return results
 
 
 def best_trial(workdir: str) -> dict[str, Any]:
-  """The trial whose best step scored highest on the main metric."""
+  """The trial whose final model scored highest on the main metric."""
   results = json.loads((epath.Path(workdir) / "results.json").read_text())
   main = results["main_metric"]
-  return max(results["trials"], key=lambda t: t["best"][main])
+  return max(results["trials"], key=lambda t: t["final"][main])
 
 
 def predict(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes `workdir/predictions.jsonl` for the unlabeled predict data,
-  with the best trial's best params; returns its path."""
+  """Writes `workdir/predictions.jsonl` for the unlabeled predict data with
+  the final params (the reference predicts with the final model) of the
+  trial with the highest final score; returns its path."""
   task = restore.load_task(config, workdir)
   config, spec = task.config, task.spec
   data = data_lib.DataConfig(**config.data)
@@ -409,12 +421,11 @@ def predict(config: ml_collections.ConfigDict, workdir: str) -> str:
   mesh, rules = _mesh(config)
   with sharding.use(mesh, rules):
     steps = build_steps(task, mesh, rules, None)
-    params = restore_params(
-        steps, str(epath.Path(workdir) / f"trial_{trial['trial']}"),
-        trial["best_step"])
+    params = restore_params(  # The trial's one (final) checkpoint.
+        steps, str(epath.Path(workdir) / f"trial_{trial['trial']}"))
     outputs = run_outputs(steps, params, split, spec.kind,
                           config.eval_batch_size, mesh)
-  records = data_lib.predict(data_lib.QaConfig(**config.qa), spec,
+  records = data_lib.predict(qa_head.QAConfig(**config.qa), spec,
                              task.labels, split, outputs)
   path = str(epath.Path(workdir) / "predictions.jsonl")
   if jax.process_index() == 0:
@@ -429,5 +440,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
     return train_and_evaluate(config, workdir)
   if config.mode == "predict":
     return predict(config, workdir)
-  raise ValueError(f"config.mode must be train or predict, not "
+  raise errors.UserError(f"config.mode must be train or predict, not "
                    f"{config.mode!r}.")
