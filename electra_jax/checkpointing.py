@@ -108,9 +108,9 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
       diffs.append(f"{field}: checkpoint {a!r}, config {b!r}")
   if diffs:
     raise errors.UserError(
-        f"The checkpoint in {where} does not match the config:\n  "
-        + "\n  ".join(diffs)
-        + "\nUse a new --workdir for a different model, or pass the same "
+        f"The checkpoint in {where} does not match the config ("
+        + "; ".join(diffs)
+        + "). Use a new --workdir for a different model, or pass the same "
         "config (the run's own is in its config.json).")
 
 
@@ -203,10 +203,10 @@ def _check_shapes(loaded: Any, expected: Any, path: str) -> None:
   flat_e = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
   if set(flat_l) != set(flat_e):
     missing = sorted(jax.tree_util.keystr(k) for k in set(flat_e) - set(flat_l))
-    raise ValueError(f"init_from={path}: the checkpoint lacks {missing[:5]}; "
+    raise errors.UserError(f"init_from={path}: the checkpoint lacks {missing[:5]}; "
                      "does the config describe the same model?")
   for key, value in flat_e.items():
     if flat_l[key].shape != value.shape:
-      raise ValueError(
+      raise errors.UserError(
           f"init_from={path}: {jax.tree_util.keystr(key)} has shape "
           f"{flat_l[key].shape}, the config needs {value.shape}.")

@@ -44,7 +44,7 @@ def run(workdir: str, text: str, top_k: int = 5,
   tok = tokenization.load_tokenizer(pretrained.tokenizer_path(workdir))
   ids = encode_with_masks(tok, text)
   if len(ids) > config.input.max_seq_length:
-    raise ValueError(f"The text is {len(ids)} tokens; this model takes at "
+    raise errors.UserError(f"The text is {len(ids)} tokens; this model takes at "
                      f"most {config.input.max_seq_length}.")
   ids_arr = jnp.asarray([ids], jnp.int32)
   mask_id = tok.special_ids["mask_id"]

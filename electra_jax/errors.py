@@ -19,6 +19,11 @@ class UserError(ValueError):
   what is wrong and how to fix it."""
 
 
+class MissingFile(UserError, FileNotFoundError):
+  """A file or directory the user named, or that a step needs, is not
+  there; still a `FileNotFoundError` for callers that catch that."""
+
+
 def check_writable(path: str) -> None:
   """Fails in seconds, naming `path`, when a bucket path cannot be written
   (a missing bucket, no permission), instead of minutes into a run.

@@ -27,7 +27,7 @@ def tokenizer_path(workdir: str) -> str:
   meta_file = epath.Path(workdir) / input_pipeline.TOKENIZER_DIR / (
       "metadata.json")
   if not meta_file.exists():
-    raise FileNotFoundError(f"{meta_file}: missing; is {workdir} the workdir "
+    raise errors.MissingFile(f"{meta_file}: missing; is {workdir} the workdir "
                             "of an electra_jax pretraining run?")
   name = json.loads(meta_file.read_text())["tokenizer"]
   return str(epath.Path(workdir) / input_pipeline.TOKENIZER_DIR / name)
@@ -87,12 +87,12 @@ def load_discriminator(path: str) -> tuple[model_lib.ModelConfig, Any]:
   if checkpointing.checkpoint_dir(path).is_dir():
     config, params, _ = restore_params(path)
     if "discriminator" not in params:
-      raise ValueError(f"{path}: an MLM-only run has no discriminator.")
+      raise errors.UserError(f"{path}: an MLM-only run has no discriminator.")
     return (train_lib.discriminator_config(config, config.model.vocab_size),
             model_lib.discriminator_params(params))
   if (epath.Path(path) / "discriminator").is_dir():
     path = str(epath.Path(path) / "discriminator")
   module, params = convert.load_transformers(path)
   if not isinstance(module, model_lib.ElectraDiscriminator):
-    raise ValueError(f"{path}: a generator checkpoint, not a discriminator.")
+    raise errors.UserError(f"{path}: a generator checkpoint, not a discriminator.")
   return module.cfg, params

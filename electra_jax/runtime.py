@@ -10,6 +10,7 @@ import jax
 # and tests/runtime_test.py pins down the parts used here.
 from jax._src import clusters
 
+from electra_jax import errors
 from electra_jax import reporting
 
 # "1": always call jax.distributed.initialize() (auto-detected); "0": never;
@@ -68,7 +69,7 @@ def initialize_distributed() -> None:
   env = os.environ
   override = env.get(DISTRIBUTED_ENV, "")
   if override not in ("", "0", "1"):
-    raise ValueError(f"{DISTRIBUTED_ENV}={override!r}: use 1 (always "
+    raise errors.UserError(f"{DISTRIBUTED_ENV}={override!r}: use 1 (always "
                      "initialize jax.distributed), 0 (never) or unset.")
   if override == "0" or jax.distributed.is_initialized():
     return

@@ -25,9 +25,15 @@ def _cases(tmp):
   empty.mkdir()
   binary = tmp / "model.bin"
   binary.write_bytes(bytes(range(256)) * 64)
+  blank = tmp / "blank.txt"
+  blank.write_text("   \n\n\t\n")
+  reviews = tmp / "reviews.csv"
+  reviews.write_text("text,label\nA fine film.,1\nA dull film.,0\n")
   main = ["electra_jax.main", "--config=configs/tiny.py",
           f"--workdir={tmp / 'run'}"]
   workdir = f"--workdir={tmp / 'run'}"
+  finetune = ["electra_jax.finetune", "--config=finetune:task=classification",
+              workdir]
   return [
       (["electra_jax.main", "--config=configs/nope.py", workdir],
        "No such file or directory: 'configs/nope.py'", 2),
@@ -55,10 +61,32 @@ def _cases(tmp):
         f"--output={tmp / 'export'}"], "config.json: missing", 1),
       (["electra_jax.plot", f"--workdir={empty}",
         f"--output={tmp / 'p.png'}"], "has no TensorBoard event files", 1),
+      (["electra_jax.preprocess", f"--input={blank}",
+        f"--output_dir={tmp / 'out'}"], "every file is empty or whitespace", 1),
+      (["electra_jax.export", f"--workdir={tmp / 'not_there'}",
+        f"--output={tmp / 'export'}"], "config.json: missing", 1),
+      (["electra_jax.demo", f"--workdir={empty}", "The [MASK] sat."],
+       "config.json: missing", 1),
+      (["electra_jax.benchmark", "--config=nope"],
+       "presets: base, finetune, large, mini, small", 2),
+      (finetune + ["--config.optimizer.learning_rat=1"],
+       'Did you mean "learning_rate"', 2),
+      (finetune + [f"--config.data.train_file={tmp / 'none.csv'}",
+                   f"--config.data.eval_file={tmp / 'none.csv'}",
+                   f"--config.tokenizer={testing.write_vocab(str(tmp))}"],
+       "none.csv does not exist", 1),
+      (finetune + [f"--config.init_from={empty}",
+                   f"--config.data.train_file={reviews}",
+                   f"--config.data.eval_file={reviews}",
+                   "--config.data.text_columns=text"],
+       "config.json: missing", 1),
+      (["electra_jax.finetune", "--config=finetune:task=classification",
+        f"--workdir={empty}", "--config.mode=predict"],
+       "predict mode needs a workdir that fine-tuning", 1),
   ]
 
 
-@pytest.mark.parametrize("case", range(11))
+@pytest.mark.parametrize("case", range(19))
 def test_a_user_mistake_is_one_line(tmp_path, case):
   args, message, code = _cases(tmp_path)[case]
   result = _run(*args)
@@ -67,3 +95,22 @@ def test_a_user_mistake_is_one_line(tmp_path, case):
   lines = [l for l in result.stderr.splitlines()
            if l.startswith("electra_jax: error: ")]
   assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+
+
+def test_a_checkpoint_of_another_model_is_one_line(tmp_path):
+  data = testing.write_dataset(str(tmp_path / "data"), num_train=32,
+                               num_eval=8)
+  (tmp_path / "data" / "tokenizer.model").write_bytes(b"unused")  # Copied.
+  run = ["electra_jax.main", "--config=tiny", f"--workdir={tmp_path / 'run'}",
+         f"--config.input.data_dir={data}",
+         f"--config.input.max_seq_length={testing.L}",
+         "--config.input.batch_size=8", "--config.num_train_steps=1",
+         "--config.eval.every_steps=0", "--config.eval.num_batches=1"]
+  first = _run(*run)
+  assert first.returncode == 0, first.stderr[-3000:]
+  result = _run(*run, "--config.model.num_hidden_layers=3")
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines()
+           if l.startswith("electra_jax: error: ")]
+  assert len(lines) == 1 and "does not match" in lines[0], result.stderr[-2000:]

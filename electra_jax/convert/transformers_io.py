@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors import numpy as safetensors_numpy
 
+from electra_jax import errors
 from electra_jax import model as model_lib
 from electra_jax.convert import names
 
@@ -28,7 +29,7 @@ GENERATOR = "ElectraForMaskedLM"
 _SUPPORTED_ACTS = ("gelu",)  # Exact erf GELU, what ELECTRA uses.
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.UserError):
   """A transformers directory or param tree that cannot be converted."""
 
 

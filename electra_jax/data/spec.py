@@ -10,6 +10,8 @@ importing the input pipeline.
 import dataclasses
 from typing import Any
 
+from electra_jax import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
@@ -27,13 +29,13 @@ class DataSpec:
     names = [f.name for f in dataclasses.fields(cls)]
     missing = [name for name in names if name not in metadata]
     if missing:
-      raise ValueError(f"The data's metadata lacks {missing}; re-run "
+      raise errors.UserError(f"The data's metadata lacks {missing}; re-run "
                        "preprocessing.")
     spec = cls(**{name: int(metadata[name]) for name in names})
     ids = (spec.pad_id, *spec.special_ids)
     if len(set(ids)) != len(ids) or not all(
         0 <= i < spec.vocab_size for i in ids):
-      raise ValueError(
+      raise errors.UserError(
           f"The data's [PAD], [CLS], [SEP] and [MASK] ids {ids} must be "
           f"distinct ids below vocab_size={spec.vocab_size}; re-run "
           "preprocessing.")

@@ -143,12 +143,12 @@ def _tfds_builder(name: str, data_dir: str):
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(
+    raise errors.UserError(
         f"TFDS dataset {name!r}: {str(e).splitlines()[0]} Prepare it first "
         f"(`tfds build {name} --data_dir=DIR`), then pass "
         "--tfds_data_dir=DIR.") from e
   if not builder.is_prepared():
-    raise ValueError(
+    raise errors.UserError(
         f"TFDS dataset {name!r} is not prepared in "
         f"{data_dir or 'the default data_dir'}; run `tfds build {name} "
         "--data_dir=DIR` first and pass --tfds_data_dir=DIR.")
@@ -177,7 +177,7 @@ def _tfds_texts(piece: Piece, data_dir: str, text_key: str) -> Iterator[Any]:
         split=f"{split}[{piece.start}:{piece.stop}]", shuffle_files=False))
   for example in examples:
     if text_key not in example:
-      raise ValueError(f"--text_key={text_key!r} is not a feature of "
+      raise errors.UserError(f"--text_key={text_key!r} is not a feature of "
                        f"{name!r}; it has {sorted(example)}.")
     yield example[text_key]
 
@@ -300,7 +300,7 @@ def list_inputs(options: options_lib.Options, warnings: list[str]
   if options.tfds:
     builder = _tfds_builder(options.tfds, options.tfds_data_dir)
     if options.tfds_split not in builder.info.splits:
-      raise ValueError(f"TFDS dataset {options.tfds!r} has no split "
+      raise errors.UserError(f"TFDS dataset {options.tfds!r} has no split "
                        f"{options.tfds_split!r}; it has "
                        f"{sorted(builder.info.splits)}.")
     count = builder.info.splits[options.tfds_split].num_examples

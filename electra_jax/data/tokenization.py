@@ -25,6 +25,9 @@ from etils import epath
 import sentencepiece as spm
 from tokenizers import implementations
 
+from electra_jax import errors
+
+
 SPECIAL_TOKENS = {
     "pad_id": "[PAD]",
     "unk_id": "[UNK]",
@@ -75,7 +78,7 @@ class Tokenizer(abc.ABC):
       else:
         ids[key] = token_id
     if missing:
-      raise ValueError(
+      raise errors.UserError(
           f"Tokenizer {self.path} lacks the special token(s) "
           f"{', '.join(missing)}; ELECTRA needs all of "
           f"{', '.join(SPECIAL_TOKENS.values())}. Train a sentencepiece model "
@@ -128,7 +131,7 @@ class WordPieceTokenizer(Tokenizer):
     if vocab and not vocab[-1]:
       vocab.pop()  # The newline that ends the last line.
     if not any(vocab):
-      raise ValueError(f"WordPiece vocabulary {path} is empty.")
+      raise errors.UserError(f"WordPiece vocabulary {path} is empty.")
     self._vocab = {token: i for i, token in enumerate(vocab)}
     self.special_ids = self._find_special_ids()
     # BERT's basic tokenizer: clean text, split CJK characters, lower-case
@@ -169,13 +172,13 @@ def load_tokenizer(path: str, *, lowercase: bool = True) -> Tokenizer:
     A `Tokenizer` with `special_ids` read from the vocabulary.
   """
   if not epath.Path(path).is_file():
-    raise FileNotFoundError(f"Tokenizer file {path} does not exist.")
+    raise errors.MissingFile(f"Tokenizer file {path} does not exist.")
   if path.endswith(".txt"):
     return WordPieceTokenizer(path, lowercase=lowercase)
   try:
     return SentencePieceTokenizer(path)
   except (RuntimeError, OSError) as e:
-    raise ValueError(
+    raise errors.UserError(
         f"Could not load {path} as a sentencepiece model ({e}). Pass a "
         "sentencepiece .model file or a WordPiece vocab.txt.") from e
 
@@ -218,11 +221,11 @@ def train_sentencepiece(
     The path of the written `.model` file.
   """
   if model_type not in ("unigram", "bpe"):
-    raise ValueError(f"model_type must be unigram or bpe, not {model_type!r}.")
+    raise errors.UserError(f"model_type must be unigram or bpe, not {model_type!r}.")
   if bool(files) == (sentences is not None):
     raise ValueError("Pass exactly one of `files` or `sentences`.")
   if vocab_size <= len(SPECIAL_TOKENS):
-    raise ValueError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}.")
+    raise errors.UserError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}.")
   kwargs = {"input": list(files)} if files else {"sentence_iterator": sentences}
   model = io.BytesIO()
   spm.set_random_generator_seed(seed)  # Process-global; used for sampling.
@@ -244,7 +247,7 @@ def train_sentencepiece(
         minloglevel=2)
   except RuntimeError as e:
     if "Vocabulary size" in str(e) and "too high" in str(e):
-      raise ValueError(
+      raise errors.UserError(
           f"The corpus is too small for a vocabulary of {vocab_size} "
           f"pieces; lower --vocab_size. sentencepiece said: {e}") from e
     raise
