@@ -251,11 +251,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     reporting.log_parameter_overview(state.params)
     writer = reporting.MetricWriter(workdir)
     writer.write_hparams(reporting.flat_config(record))
+    if config.input.read_threads < 1:
+      raise errors.UserError(f"input.read_threads={config.input.read_threads}"
+                             "; set --config.input.read_threads to 1 or more.")
     train_iter = input_pipeline.make_train_iterator(
         data_dir, batch_size=config.input.batch_size, seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        max_seq_length=config.input.max_seq_length)
+        max_seq_length=config.input.max_seq_length,
+        read_threads=config.input.read_threads)
     if input_state is not None:
       train_iter.set_state(input_state)
     try:
