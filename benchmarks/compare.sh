@@ -6,17 +6,10 @@
 #                              [--batch_size 32] [--seq_len 128] [--steps 10]
 set -euo pipefail
 rounds=2 config=configs/small.py batch=32 seq=128 steps=10
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --rounds) rounds="$2"; shift 2 ;;
-    --config) config="$2"; shift 2 ;;
-    --batch_size) batch="$2"; shift 2 ;;
-    --seq_len) seq="$2"; shift 2 ;;
-    --steps) steps="$2"; shift 2 ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-done
+usage() { sed -n '2,6p' "$0"; }
+# shellcheck source=benchmarks/bench_flags.sh
+. "$(dirname "$0")/bench_flags.sh"
+parse_bench_flags "$@"
 python=${PYTHON:-python}
 jax_tps=() torch_tps=()
 for ((r = 1; r <= rounds; r++)); do

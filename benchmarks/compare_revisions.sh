@@ -12,19 +12,13 @@
 # changes included. Pin it to cores for a quieter measurement, e.g.
 # `taskset -c 1 bash benchmarks/compare_revisions.sh HEAD WORKTREE`.
 set -euo pipefail
-if [[ $# -lt 2 || "$1" == -* ]]; then sed -n '2,13p' "$0"; exit 2; fi
+usage() { sed -n '2,13p' "$0"; }
+if [[ $# -lt 2 || "$1" == -* ]]; then usage; exit 2; fi
 rev_a="$1" rev_b="$2"; shift 2
 rounds=3 config=configs/small.py batch=32 seq=128 steps=10
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --rounds) rounds="$2"; shift 2 ;;
-    --config) config="$2"; shift 2 ;;
-    --batch_size) batch="$2"; shift 2 ;;
-    --seq_len) seq="$2"; shift 2 ;;
-    --steps) steps="$2"; shift 2 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-done
+# shellcheck source=benchmarks/bench_flags.sh
+. "$(dirname "$0")/bench_flags.sh"
+parse_bench_flags "$@"
 root=$(git rev-parse --show-toplevel)
 python=${PYTHON:-python}
 tmp=$(mktemp -d)
