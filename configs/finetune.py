@@ -117,7 +117,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   q.answerable_weight = 0.5  # electra: weight of the answerable loss.
   q.n_best_size = 20  # Candidate spans kept per example.
   q.max_answer_length = 30  # Longest answer, in tokens.
-  q.na_threshold = -2.75  # SQuAD 2.0: "" if the no-answer score > this.
+  q.na_threshold = -2.75  # SQuAD 2.0, electra head: "" if answerable logit >.
+  q.bert_na_threshold = 0.0  # bert head: "" if null - best span score > this.
 
   # Device mesh (sharding.py), as pretraining.
   config.sharding = pretraining.sharding

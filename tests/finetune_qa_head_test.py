@@ -264,3 +264,12 @@ def test_config_mistakes_are_user_errors():
     qa_head.QAConfig(**{**QA.__dict__, "head": "xlnet"})
   with pytest.raises(errors.UserError, match="--config.qa.beam_size"):
     qa_head.QAConfig(**{**QA.__dict__, "beam_size": 0})
+
+
+def test_each_head_has_its_own_no_answer_threshold():
+  # The answerable logit (electra) and null minus best span score (bert)
+  # live on different scales; the shipped config gives each its reference's.
+  q = testing.finetune_config("task=squad2").qa
+  electra = qa_head.QAConfig(**q)
+  bert = qa_head.QAConfig(**{**q.to_dict(), "head": "bert"})
+  assert (electra.threshold, bert.threshold) == (-2.75, 0.0)

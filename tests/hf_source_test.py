@@ -166,3 +166,18 @@ def test_errors(tmp_path, monkeypatch):
         input_format="arrow")
   monkeypatch.setitem(sys.modules, "datasets", None)  # As if not installed.
   fails(r"needs the `datasets` package: pip install datasets==", [path])
+
+
+def test_a_dataset_in_a_bucket_reads_as_the_local_one(tmp_path):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  local = {kind: _write(tmp_path / kind, kind) for kind in ("saved", "parquet")}
+  with testing.gcs_emulator("hf-test"):
+    for kind, path in local.items():
+      source = epath.Path(path)
+      files = sorted(source.iterdir()) if source.is_dir() else [source]
+      for f in (f for f in files if f.is_file()):
+        name = f.relative_to(source.parent)
+        f.copy(epath.Path(f"gs://hf-test/{kind}/{name}"), overwrite=True)
+      remote = f"gs://hf-test/{kind}/{source.name}"
+      assert _lines(_options(tmp_path, [remote])) == _lines(
+          _options(tmp_path, [path])), kind

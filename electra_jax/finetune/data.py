@@ -191,7 +191,7 @@ def predict(q: qa_head.QAConfig, spec: tasks.TaskSpec, labels: list[str],
     Records with `id` and, by kind, `label` + `probabilities`, `score`,
     `tags` (BIO when the model learnt BIOES), or `answer` + `best_span` +
     `nbest` (+ `na_score` for SQuAD 2.0: "" answers when it exceeds
-    `q.na_threshold`).
+    `q.threshold`, the head's own).
   """
   examples = split.examples
   if spec.kind == "classification":
@@ -218,7 +218,7 @@ def predict(q: qa_head.QAConfig, spec: tasks.TaskSpec, labels: list[str],
     return records
   decoded = squad.decode(
       examples, split.qa, outputs, head=q.head, n_best_size=q.n_best_size,
-      max_answer_length=q.max_answer_length, na_threshold=q.na_threshold,
+      max_answer_length=q.max_answer_length, na_threshold=q.threshold,
       version_2=spec.squad_v2)
   records = []
   for ex in examples:

@@ -59,6 +59,14 @@ class QAConfig:
   n_best_size: int
   max_answer_length: int
   na_threshold: float
+  bert_na_threshold: float = 0.0
+
+  @property
+  def threshold(self) -> float:
+    """The SQuAD 2.0 no-answer threshold of this head, on its own scale:
+    the answerable logit (electra) or null minus best span score (bert)."""
+    return self.na_threshold if self.head == "electra" else (
+        self.bert_na_threshold)
 
   def __post_init__(self):
     if self.head not in HEADS:
