@@ -110,6 +110,13 @@ def test_same_ids_as_electra_jax_on_real_text(pair, corpus):
   name, tok, hf = pair
   cls, sep = tok.special_ids["cls_id"], tok.special_ids["sep_id"]
   lines = corpus[1]
+  if not name.startswith("wordpiece"):
+    # The other documented difference: transformers reads text that spells
+    # a special token ("[CLS]") as that token, sentencepiece as characters
+    # (the fill-mask test covers "[MASK]"). Such lines occur in the corpus
+    # when an installed package's README names them (electra_jax's own).
+    specials = [tok.id_to_token(i) for i in tok.special_ids.values()]
+    lines = [x for x in lines if not any(t in x for t in specials)]
   ours = [[cls] + ids + [sep] for ids in tok.encode_batch(lines)]
   theirs = hf(lines)["input_ids"]
   ties = []
