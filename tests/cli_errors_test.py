@@ -114,3 +114,21 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path):
   lines = [l for l in result.stderr.splitlines()
            if l.startswith("electra_jax: error: ")]
   assert len(lines) == 1 and "does not match" in lines[0], result.stderr[-2000:]
+
+
+def test_a_fine_tuning_mistake_leaves_the_workdir_free(tmp_path):
+  reviews = tmp_path / "reviews.csv"
+  reviews.write_text("text,label\nA fine film.,1\nA dull film.,0\n")
+  run = ["electra_jax.finetune", "--config=finetune:task=classification,size=tiny",
+         f"--workdir={tmp_path / 'ft'}", f"--config.data.train_file={reviews}",
+         f"--config.data.eval_file={reviews}", "--config.data.text_columns=text",
+         f"--config.tokenizer={testing.write_vocab(str(tmp_path))}",
+         "--config.num_train_epochs=1"]
+  bad = _run(*run, "--config.loss_reduction=median")
+  assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+  assert "set --config.loss_reduction to one of sum, mean" in bad.stderr
+  good = _run(*run)  # The corrected command runs in the same workdir.
+  assert good.returncode == 0, good.stderr[-3000:]
+  again = _run(*run)
+  assert again.returncode == 1 and "Traceback" not in again.stderr
+  assert "already holds a fine-tuning run" in again.stderr, again.stderr

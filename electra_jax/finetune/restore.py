@@ -208,9 +208,13 @@ def resolve(config: ml_collections.ConfigDict,
   tok_path = find_tokenizer(config)
   config.tokenizer = tok_path
   tok = tokenization.load_tokenizer(tok_path, lowercase=config.lowercase)
+  if not config.model.vocab_size:  # 0, as in pretraining: the tokenizer's.
+    config.model.vocab_size = tok.vocab_size
   if tok.vocab_size > config.model.vocab_size:
-    raise errors.UserError(f"Tokenizer {tok_path} has {tok.vocab_size} ids but the "
-                     f"model only {config.model.vocab_size} embeddings.")
+    raise errors.UserError(
+        f"Tokenizer {tok_path} has {tok.vocab_size} ids but the model only "
+        f"{config.model.vocab_size} embeddings; set --config.model.vocab_size "
+        f"to {tok.vocab_size} or more.")
   labels = data_lib.label_names(data_lib.DataConfig(**config.data), spec,
                                 train_examples or [])
   config.lock()

@@ -184,10 +184,6 @@ def build_steps(task: restore.Task, mesh, rules,
                    in_shardings=(param_sh, batch_sh), out_shardings=batch_sh)
   if num_train_steps is None:
     return Steps(None, None, p_eval, param_sh, abstract)
-  if task.config.loss_reduction not in LOSS_REDUCTIONS:
-    raise errors.UserError(
-        f"loss_reduction={task.config.loss_reduction!r}; set "
-        f"--config.loss_reduction to one of {', '.join(LOSS_REDUCTIONS)}.")
   flat_norm = sharding.fully_replicated(param_sh)
   opt = task.config.optimizer
   tx, schedule = lr_decay.create_optimizer(
@@ -350,21 +346,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Fine-tunes `config.num_trials` seeds; returns (and writes) results."""
   if (epath.Path(workdir) / restore.TASK_FILE).exists():
-    raise FileExistsError(f"{workdir} already holds a fine-tuning run; pass "
-                          "a new --workdir (runs are not resumed).")
+    raise errors.UserError(f"{workdir} already holds a fine-tuning run; pass "
+                           "a new --workdir (runs are not resumed).")
+  if config.loss_reduction not in LOSS_REDUCTIONS:
+    raise errors.UserError(
+        f"loss_reduction={config.loss_reduction!r}; set "
+        f"--config.loss_reduction to one of {', '.join(LOSS_REDUCTIONS)}.")
   spec = tasks.get_task(config.task)
   data = data_lib.DataConfig(**config.data)
   train_examples = data_lib.read_examples(data, spec, "train")
   dev_examples = data_lib.read_examples(data, spec, "eval")
   task = restore.resolve(config, train_examples)
   config = task.config
-  reporting.write_config(json.loads(config.to_json()), workdir)
-  if jax.process_index() == 0:
-    restore.save_task(workdir, task)
   train = data_lib.featurize(data, config.max_seq_length, spec, task.labels,
                              task.tokenizer, train_examples, training=True)
   dev = data_lib.featurize(data, config.max_seq_length, spec, task.labels,
                            task.tokenizer, dev_examples, training=False)
+  # Written once the config and data are known good, so that a mistake
+  # leaves the workdir free for the corrected command.
+  reporting.write_config(json.loads(config.to_json()), workdir)
+  if jax.process_index() == 0:
+    restore.save_task(workdir, task)
   logging.info("%s: %d train rows, %d eval rows.", config.task,
                train.num_rows, dev.num_rows)
   if train.qa is not None and train.qa.skipped:
