@@ -49,13 +49,14 @@ import torch
 from transformers.models.electra import modeling_electra
 
 from benchmarks import torch_baseline
+from electra_jax import diagnostics
 from electra_jax import loop
-from electra_jax import model as model_lib
 from electra_jax import objective
 from electra_jax import optimizer
 from electra_jax import reporting
 from electra_jax import train as train_lib
 from electra_jax.data import input_pipeline
+from electra_jax.nn import init as init_lib
 
 FLAGS = flags.FLAGS
 
@@ -152,11 +153,21 @@ class Oracle(torch_baseline.Electra):
     if obj.electra_objective:
       torch.nn.init.xavier_uniform_(
           self.discriminator.discriminator_predictions.dense_prediction.weight)
+    if config.model.position_embedding_init == "sinusoidal":
+      # The same start as electra_jax's (model.sinusoidal_init), in every
+      # position table (shared, or the generator's own when untied).
+      for m in self.modules():
+        if isinstance(m, modeling_electra.ElectraEmbeddings):
+          table = m.position_embeddings.weight
+          start = init_lib.sinusoidal(config.model.initializer_range)(
+              None, tuple(table.shape))
+          with torch.no_grad():
+            table.copy_(torch.from_numpy(np.asarray(start)))
     self.vocab_size = config.model.vocab_size
 
   def run(self, ids, input_mask, segments, n, unigram=None):
     """Returns (loss, metrics, {auc name: (disc probs, labels)}); with
-    `unigram` ([V] log probs) also on unigram fakes (train._unigram_fakes).
+    `unigram` ([V] log probs) also on unigram fakes (diagnostics.unigram_fakes).
     """
     obj = self.obj
     masked, positions, targets, weights = self.mask(ids, input_mask, n)
@@ -203,7 +214,7 @@ class Oracle(torch_baseline.Electra):
           disc_accuracy=(((preds == labels).float() * mask).sum(), tokens),
           disc_precision=(tp, (preds * mask).sum()),
           disc_recall=(tp, (labels * mask).sum()))
-      rows = mask.sum(-1).clamp(min=1)  # objective.disc_logit_spread:
+      rows = mask.sum(-1).clamp(min=1)  # diagnostics.disc_logit_spread:
       mean = (d_logits * mask).sum(-1, keepdim=True) / rows[:, None]
       std = ((mask * (d_logits - mean) ** 2).sum(-1) / rows).sqrt()
       metrics["disc_logit_std"] = (std.sum(), (mask.sum(-1) > 0).sum())
@@ -257,7 +268,7 @@ def evaluate(model, config, data_dir, n, unigram) -> dict[str, float]:
   model.train()
   out = _reduce(total)
   for name, parts in scores.items():
-    out[name] = objective.disc_auc(*(np.concatenate(x) for x in zip(*parts)))
+    out[name] = diagnostics.disc_auc(*(np.concatenate(x) for x in zip(*parts)))
   return out
 
 
@@ -307,7 +318,7 @@ def train_and_evaluate(config, workdir: str, threads: int | None = None):
       max_seq_length=config.input.max_seq_length)
   inp = config.input
   tokens = inp.batch_size * inp.max_seq_length
-  unigram = torch.from_numpy(input_pipeline.eval_unigram_log_probs(
+  unigram = torch.from_numpy(input_pipeline.unigram_log_probs(
       data_dir, config.model.vocab_size, inp.max_seq_length,
       exclude=(inp.pad_id, inp.cls_id, inp.sep_id, inp.mask_id)))
   history, last_step, last_time, scalars = {}, 0, time.perf_counter(), {}

@@ -93,6 +93,11 @@ def _get(tree: dict, dotted: str) -> Any:
   return tree
 
 
+# Settings a restored run may change: how it computes, or how it would
+# have started (irrelevant once params are restored; older runs lack them).
+_RESTORE_FREE = ("dtype", "attention_impl", "position_embedding_init")
+
+
 def check_compatible(saved: dict, current: dict, where: str) -> None:
   """Raises if the saved run's model/objective differ from `current`'s
   (both run records)."""
@@ -102,8 +107,8 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
       diffs += [f"{field}.{k}: checkpoint {a.get(k)!r}, config {b.get(k)!r}"
                 for k in sorted(set(a) | set(b))
-                if a.get(k) != b.get(k) and not k.endswith("dropout_prob")
-                and k not in ("dtype", "attention_impl")]
+                if a.get(k) != b.get(k) and k not in _RESTORE_FREE
+                and not k.endswith("dropout_prob")]
     elif a != b:
       diffs.append(f"{field}: checkpoint {a!r}, config {b!r}")
   if diffs:

@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.max_position_embeddings = 512  # Learned position table size.
   model.type_vocab_size = 2  # Segment (token type) ids.
   model.initializer_range = 0.02  # Stddev of the truncated-normal init.
+  model.position_embedding_init = "normal"  # normal (reference) | sinusoidal.
   model.layer_norm_eps = 1e-12  # As BERT/ELECTRA.
   model.dtype = "auto"  # Compute: auto (bf16 on GPU/TPU, f32 on CPU) | name.
   model.param_dtype = "float32"  # Parameters and optimizer state.

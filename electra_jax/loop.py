@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from electra_jax import checkpointing
+from electra_jax import diagnostics
 from electra_jax import errors
 from electra_jax import flops as flops_lib
 from electra_jax import health
@@ -97,10 +98,11 @@ def _host_metrics(history: list[Any]) -> dict[str, float]:
 
 
 def evaluate(p_eval, params, config, data_dir, mesh, rng,
-             unigram_log_probs) -> dict[str, float]:
+             frequencies) -> dict[str, float]:
   """Held-out metrics (same batches and masks every time), with the AUCs:
   `disc_auc` on the generator's fakes, `disc_auc_unigram` on fakes drawn
-  by frequency (see `train._unigram_fakes`)."""
+  by frequency (see `diagnostics.unigram_fakes`). `frequencies` is
+  `unigram_frequencies(...)`."""
   batches = input_pipeline.make_eval_iterator(
       data_dir, batch_size=config.input.batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
@@ -110,7 +112,7 @@ def evaluate(p_eval, params, config, data_dir, mesh, rng,
   for i, local in enumerate(batches):
     batch = sharding.global_batch(local, mesh)
     metrics, *disc = p_eval(params, batch, jax.random.fold_in(rng, i),
-                            unigram_log_probs)
+                            *frequencies)
     history.append(metrics)
     if disc[0] is not None:
       scores.append(multihost_utils.process_allgather(
@@ -119,9 +121,26 @@ def evaluate(p_eval, params, config, data_dir, mesh, rng,
   if scores:
     probs, labels, uni_probs, uni_labels, mask = (
         np.concatenate(x) for x in zip(*scores))
-    out["disc_auc"] = objective.disc_auc(probs, labels, mask)
-    out["disc_auc_unigram"] = objective.disc_auc(uni_probs, uni_labels, mask)
+    out["disc_auc"] = diagnostics.disc_auc(probs, labels, mask)
+    out["disc_auc_unigram"] = diagnostics.disc_auc(uni_probs, uni_labels, mask)
   return out
+
+
+def unigram_frequencies(data_dir, spec) -> tuple[np.ndarray, np.ndarray]:
+  """The two word-frequency models of `evaluate`, as [vocab] log-probs.
+
+  The held-out split's, to draw `disc_auc_unigram`'s fakes from tokens of
+  that text; and the training split's, add-one smoothed (every ordinary id
+  gets a finite cost), as the baseline of `masked_lm_context_gain`: what a
+  generator that knew only word frequencies could have learned.
+  """
+  exclude = (spec.pad_id, *spec.special_ids)
+  fakes = input_pipeline.unigram_log_probs(
+      data_dir, spec.vocab_size, spec.max_seq_length, exclude=exclude)
+  baseline = input_pipeline.unigram_log_probs(
+      data_dir, spec.vocab_size, spec.max_seq_length, split="train",
+      exclude=exclude, add=1.0)
+  return fakes, baseline
 
 
 class PreemptionWatch:
@@ -294,9 +313,7 @@ def _run(config, spec, record, workdir, data_dir, mesh, built, state,
                       * config.input.batch_size),
       peak_flops_per_device=flops_lib.peak_flops())
   progress.start(start)
-  unigram = input_pipeline.eval_unigram_log_probs(
-      data_dir, spec.vocab_size, spec.max_seq_length,
-      exclude=(spec.pad_id, *spec.special_ids))
+  unigram = unigram_frequencies(data_dir, spec)
   timer, watch = SaveTimer(config), PreemptionWatch()
   profile = ProfileWindow(config, workdir)
   history = []

@@ -6,9 +6,9 @@ exact (erf) GELU, LayerNorm eps 1e-12, post-LN BERT layers, a shared
 embedding block (word, position, token type, LayerNorm) with one
 `embeddings_project` per tower when `embedding_size != hidden_size`; so does
 the init: truncated normal(initializer_range), except TF's glorot uniform
-default where the reference passes no initializer. How the products,
-dropouts and layer stack run fast lives in `electra_jax/nn/`; modules here
-take a `ModelConfig`, never a run config (`train.py` builds it).
+default where the reference passes no initializer (`nn/init.py`). How the
+products, dropouts and layer stack run fast lives in `electra_jax/nn/`.
+Modules take a `ModelConfig`, never a run config (`train.py` builds it).
 
 Parameter trees (names are stable; `convert/` maps them one-to-one to
 transformers names):
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from electra_jax.nn import attention as attention_lib
 from electra_jax.nn import dropout as dropout_lib
+from electra_jax.nn import init as init_lib
 from electra_jax.nn import linear as linear_lib
 from electra_jax.nn import stack
 
@@ -50,6 +51,7 @@ class ModelConfig:
   max_position_embeddings: int = 512
   type_vocab_size: int = 2
   initializer_range: float = 0.02
+  position_embedding_init: str = "normal"
   layer_norm_eps: float = 1e-12
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -62,14 +64,13 @@ class ModelConfig:
       raise ValueError(
           f"hidden_size={self.hidden_size} is not a multiple of "
           f"num_attention_heads={self.num_attention_heads}.")
-    if self.attention_impl not in ("xla", "cudnn"):
-      raise ValueError(
-          f"attention_impl={self.attention_impl!r} is not 'xla' or 'cudnn' "
-          "(config.model.attention_impl).")
-    if self.remat_policy not in stack.REMAT_POLICIES:
-      raise ValueError(
-          f"remat_policy={self.remat_policy!r} is not one of "
-          f"{sorted(stack.REMAT_POLICIES)} (config.model.remat_policy).")
+    for field, choices in (
+        ("attention_impl", ("xla", "cudnn")),
+        ("position_embedding_init", ("normal", "sinusoidal")),
+        ("remat_policy", tuple(sorted(stack.REMAT_POLICIES)))):
+      if getattr(self, field) not in choices:
+        raise ValueError(f"{field}={getattr(self, field)!r} is not one of "
+                         f"{choices} (config.model.{field}).")
 
 
 def gelu(x: Array) -> Array:
@@ -81,10 +82,6 @@ def gelu(x: Array) -> Array:
 
 def _init(cfg: ModelConfig):
   return nn.initializers.truncated_normal(cfg.initializer_range)
-
-
-# The reference's `tf.layers.dense` with no initializer: TF's default.
-tf_default_init = nn.initializers.glorot_uniform()
 
 
 def dense(cfg: ModelConfig, features: int, names: tuple[str | None, ...],
@@ -119,16 +116,19 @@ class Embeddings(nn.Module):
     cfg = self.cfg
     init = _init(cfg)
 
-    def embed(num, axes, name):
+    def embed(num, axes, name, start=init):
       return nn.Embed(
           num, cfg.embedding_size, dtype=cfg.dtype,
           param_dtype=cfg.param_dtype,
-          embedding_init=nn.with_logical_partitioning(init, axes), name=name)
+          embedding_init=nn.with_logical_partitioning(start, axes), name=name)
 
     self.word_embeddings = embed(cfg.vocab_size, ("vocab", "embed"),
                                  "word_embeddings")
+    position_init = (init_lib.sinusoidal(cfg.initializer_range)
+                     if cfg.position_embedding_init == "sinusoidal" else init)
     self.position_embeddings = embed(cfg.max_position_embeddings,
-                                     (None, "embed"), "position_embeddings")
+                                     (None, "embed"), "position_embeddings",
+                                     position_init)
     self.token_type_embeddings = embed(cfg.type_vocab_size, (None, "embed"),
                                        "token_type_embeddings")
     self.layer_norm = _layer_norm(cfg, "LayerNorm")
@@ -277,7 +277,7 @@ class Encoder(nn.Module):
     x = embedded
     if cfg.embedding_size != cfg.hidden_size:
       x = dense(cfg, cfg.hidden_size, ("embed_in", "embed"),
-                "embeddings_project", tf_default_init)(x)
+                "embeddings_project", init_lib.tf_dense)(x)
     mask = attention_mask.astype(jnp.bool_)[:, None, None, :]
     # One key per layer, split from one draw of the "dropout" stream: the
     # same keys however the stack runs, so the same dropout masks.
@@ -311,7 +311,7 @@ class DiscriminatorTower(nn.Module):
     cfg = self.cfg
     x = Encoder(cfg, name="encoder")(embedded, attention_mask, deterministic)
     x = gelu(dense(cfg, cfg.hidden_size, ("embed", "mlp"), "head_dense")(x))
-    x = dense(cfg, 1, ("mlp", None), "head_prediction", tf_default_init)(x)
+    x = dense(cfg, 1, ("mlp", None), "head_prediction", init_lib.tf_dense)(x)
     return x[..., 0].astype(jnp.float32)
 
 

@@ -1,4 +1,4 @@
-"""ELECTRA pretraining objective: masking, fake-token sampling, losses, metrics.
+"""ELECTRA pretraining objective: masking, fake-token sampling, losses.
 
 Follows google-research/electra (`run_pretraining.py` and
 `pretrain/pretrain_helpers.py`). By default the positions to predict are
@@ -21,8 +21,6 @@ from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import numpy.typing as npt
 
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
 
@@ -357,24 +355,6 @@ def disc_loss_and_metrics(
   return loss, metrics
 
 
-def disc_logit_spread(
-    logits: jax.Array, input_mask: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-  """Per-sequence std of the [batch, length] replaced-token logits over the
-  real tokens (`input_mask`), as a (sum over sequences, number of sequences
-  with a real token) metric pair. A collapsed discriminator gives every token
-  of a sequence the same logit (its representations no longer differ between
-  positions), whatever the input; a healthy one spreads them by a few units.
-  """
-  logits = logits.astype(jnp.float32)
-  w = input_mask.astype(jnp.float32)  # [batch, length]
-  n = jnp.sum(w, axis=-1)  # [batch]
-  mean = jnp.sum(logits * w, axis=-1) / jnp.maximum(n, 1.0)
-  var = jnp.sum(w * (logits - mean[:, None]) ** 2, axis=-1) / jnp.maximum(
-      n, 1.0)
-  return jnp.sum(jnp.sqrt(var)), jnp.sum((n > 0).astype(jnp.float32))
-
-
 def electra_loss(
     metrics: Metrics,
     *,
@@ -414,35 +394,3 @@ def reduce_metrics(metrics: Metrics) -> dict[str, float]:
     count = float(count)
     out[name] = float(total) / count if count else 0.0
   return out
-
-
-def disc_auc(
-    probs: npt.ArrayLike, labels: npt.ArrayLike, weights: npt.ArrayLike
-) -> float:
-  """Exact ROC AUC on the host; tied scores count one half.
-
-  Equals the probability that a random positive outranks a random negative,
-  each drawn with probability proportional to its weight (with 0/1 weights:
-  the rank-based AUC over tokens with weight 1).
-
-  Args:
-    probs: [...] scores, e.g. sigmoid of the discriminator logits.
-    labels: [...] 0/1 labels, same shape.
-    weights: [...] non-negative weights, e.g. the input mask.
-
-  Returns:
-    The AUC, or nan when there are no positives or no negatives.
-  """
-  probs = np.asarray(probs, np.float64).ravel()
-  labels = np.asarray(labels).ravel() > 0
-  weights = np.asarray(weights, np.float64).ravel()
-  # Group equal scores; sum the positive and negative weight of each group.
-  unique, group = np.unique(probs, return_inverse=True)  # Sorted ascending.
-  pos = np.bincount(group, weights * labels, minlength=len(unique))
-  neg = np.bincount(group, weights * ~labels, minlength=len(unique))
-  total_pos, total_neg = pos.sum(), neg.sum()
-  if total_pos <= 0 or total_neg <= 0:
-    return float("nan")
-  neg_below = np.cumsum(neg) - neg  # Negative weight strictly below a group.
-  wins = np.sum(pos * (neg_below + 0.5 * neg))
-  return float(wins / (total_pos * total_neg))

@@ -37,6 +37,8 @@ _PANELS = (
     ("Learning rate", [("train/learning_rate", "")], False),
     ("Tokens/s per device", [("perf/tokens_per_sec_per_device", "")], False),
     ("Disc logit std", [("disc_logit_std", "")], True),
+    ("Generator gain over word frequency at [MASK] (nats, eval)",
+     [("eval/masked_lm_context_gain", "")], True),
 )
 
 

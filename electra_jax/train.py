@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 import ml_collections
 import optax
 
+from electra_jax import diagnostics
 from electra_jax import flops
 from electra_jax import model as model_lib
 from electra_jax import objective
@@ -107,6 +108,7 @@ def discriminator_config(config: ml_collections.ConfigDict,
       max_position_embeddings=m.max_position_embeddings,
       type_vocab_size=m.type_vocab_size,
       initializer_range=m.initializer_range,
+      position_embedding_init=m.position_embedding_init,
       layer_norm_eps=m.layer_norm_eps,
       dtype=compute_dtype(m.dtype),
       param_dtype=jnp.dtype(m.param_dtype),
@@ -220,8 +222,9 @@ def _forward(params, batch: Batch, masked: objective.MaskedInputs,
   """Runs generator, sampling and discriminator on one (micro-)batch.
 
   Returns:
-    (metrics, disc_probs_or_None, labels_or_None); metrics are
-    (sum, count) pairs, so micro-batches and hosts combine by addition.
+    (metrics, disc_probs_or_None, labels_or_None, generator_logits);
+    metrics are (sum, count) pairs, so micro-batches and hosts combine by
+    addition.
   """
   variables = {"params": params}
   gen_rng, disc_rng = jax.random.split(dropout_rng)
@@ -237,7 +240,7 @@ def _forward(params, batch: Batch, masked: objective.MaskedInputs,
   if not sc.electra_objective:
     _, metrics = objective.mlm_loss_and_metrics(
         logits, masked.targets, masked.weights)
-    return metrics, None, None
+    return metrics, None, None, logits
   disallow = masked.targets if sc.disallow_correct else None
   sampled = _sample_per_example(sample_keys, logits, disallow,
                                 sc.temperature)
@@ -251,9 +254,10 @@ def _forward(params, batch: Batch, masked: objective.MaskedInputs,
       method=model_lib.ElectraPretrainingModel.discriminator_logits)
   _, disc_metrics = objective.disc_loss_and_metrics(disc_logits, labels,
                                                     input_mask)
-  disc_metrics["disc_logit_std"] = objective.disc_logit_spread(
+  disc_metrics["disc_logit_std"] = diagnostics.disc_logit_spread(
       disc_logits, input_mask)
-  return {**metrics, **disc_metrics}, jax.nn.sigmoid(disc_logits), labels
+  return ({**metrics, **disc_metrics}, jax.nn.sigmoid(disc_logits), labels,
+          logits)
 
 
 def _loss(metrics, counts, sc: StepConfig) -> jax.Array:
@@ -298,8 +302,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
 
   def loss_fn(params, micro, dropout_key):
     mb, mm, keys = micro
-    metrics, _, _ = _forward(params, mb, mm, keys, dropout_key, model=model,
-                             sc=sc, deterministic=False)
+    metrics, *_ = _forward(params, mb, mm, keys, dropout_key, model=model,
+                           sc=sc, deterministic=False)
     return _loss(metrics, counts, sc), metrics
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -335,42 +339,31 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
   return new_state, metrics
 
 
-def _unigram_fakes(params, batch: Batch, masked: objective.MaskedInputs,
-                   rng: jax.Array, unigram_log_probs: jax.Array, *,
-                   model: nn.Module):
-  """The discriminator on the same positions filled from the unigram
-  distribution: fakes as frequent as real tokens, so that only context
-  tells them apart, on a task that does not move as the generator learns.
-  """
-  sampled = jax.random.categorical(rng, unigram_log_probs,
-                                   shape=masked.positions.shape)
-  fake_ids, labels = objective.replace_tokens(
-      batch["input_ids"], masked.positions, sampled, masked.weights)
-  logits = model.apply(
-      {"params": params}, fake_ids, batch["input_mask"],
-      batch["segment_ids"], True,
-      method=model_lib.ElectraPretrainingModel.discriminator_logits)
-  return jax.nn.sigmoid(logits), labels
-
-
 def eval_step(params, batch: Batch, rng: jax.Array,
-              unigram_log_probs: jax.Array, *, model: nn.Module,
-              sc: StepConfig):
+              unigram_log_probs: jax.Array, baseline_log_probs: jax.Array,
+              *, model: nn.Module, sc: StepConfig):
   """Metrics on one held-out batch without dropout, plus the
   discriminator's probabilities and labels for the host-side AUCs: on the
   generator's fakes and on unigram fakes (None for MLM-only runs)."""
   mask_rng, sample_rng, unigram_rng = jax.random.split(rng, 3)
   masked = _mask(mask_rng, batch, sc)
   keys = jax.random.split(sample_rng, batch["input_ids"].shape[0])
-  metrics, probs, labels = _forward(params, batch, masked, keys, rng,
-                                    model=model, sc=sc, deterministic=True)
+  metrics, probs, labels, gen_logits = _forward(
+      params, batch, masked, keys, rng, model=model, sc=sc,
+      deterministic=True)
+  if not sc.uniform_generator:
+    at_mask = objective.gather_positions(
+        masked.input_ids, masked.positions) == sc.mask_id
+    metrics["masked_lm_context_gain"] = diagnostics.context_gain(
+        gen_logits, masked.targets, masked.weights, at_mask,
+        baseline_log_probs)
   counts = (jnp.sum(masked.weights),
             jnp.sum(batch["input_mask"].astype(jnp.float32)))
   metrics["loss"] = (_loss(metrics, counts, sc),
                      jnp.ones((), jnp.float32))
   unigram = (None, None)
   if sc.electra_objective:
-    unigram = _unigram_fakes(params, batch, masked, unigram_rng,
+    unigram = diagnostics.unigram_fakes(params, batch, masked, unigram_rng,
                              unigram_log_probs, model=model)
   return metrics, probs, labels, *unigram
 
@@ -390,8 +383,8 @@ class Built(NamedTuple):
   state: TrainState
   state_shardings: TrainState
   train_step: Any  # (state, batch, rng) -> (state, metrics); donates state.
-  # (params, batch, rng, unigram_log_probs) -> (metrics, disc_probs, labels,
-  # unigram-fake disc_probs, their labels).
+  # (params, batch, rng, unigram_log_probs, baseline_log_probs) -> (metrics,
+  # disc_probs, labels, unigram-fake disc_probs, their labels).
   eval_step: Any
   flops_per_sequence: dict[str, float]  # Analytic, for MFU.
 
@@ -444,7 +437,8 @@ def build(config: ml_collections.ConfigDict, spec: data_spec.DataSpec,
       out_shardings=(state_sh, replicated), donate_argnums=0)
   p_eval = jax.jit(
       functools.partial(eval_step, model=model, sc=sc),
-      in_shardings=(state_sh.params, batch_sh, replicated, replicated),
+      in_shardings=(state_sh.params, batch_sh, replicated, replicated,
+                    replicated),
       out_shardings=(replicated, batch_sh, batch_sh, batch_sh, batch_sh))
   return Built(state, state_sh, p_train, p_eval,
                flops_per_sequence(config, spec.vocab_size))

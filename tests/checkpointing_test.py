@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from electra_jax import checkpointing
+from electra_jax import errors
 from electra_jax import loop
 from electra_jax import pretrained
 from tests import testing
@@ -237,3 +238,15 @@ def test_resuming_with_another_optimizer_is_a_clear_error(tmp_path,
   with pytest.raises(ValueError, match=r"optimizer state in .*optimizer='lamb'"
                      r".*init_from="):
     loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_settings_that_only_choose_the_start_do_not_block_a_resume():
+  saved = {"model": {"hidden_size": 8, "hidden_dropout_prob": 0.1}}
+  current = {"model": {"hidden_size": 8, "hidden_dropout_prob": 0.0,
+                       "position_embedding_init": "sinusoidal",
+                       "dtype": "bfloat16"}}
+  checkpointing.check_compatible(saved, current, "w")  # A run before the key.
+  current["model"]["hidden_size"] = 16
+  with pytest.raises(errors.UserError,
+                     match=r"model.hidden_size: checkpoint 8, config 16\)"):
+    checkpointing.check_compatible(saved, current, "w")

@@ -43,6 +43,8 @@ def test_a_run_made_to_collapse_is_reported(tmp_path, caplog):
   assert all(abs(v - 0.5) < 0.05 for _, v in scalars["eval/disc_auc"])
   assert len(scalars["eval/disc_logit_std"]) == 2
   assert "eval/disc_auc_unigram" in scalars
+  # An untrained generator is near uniform: worse than word frequency.
+  assert all(v < 0 for _, v in scalars["eval/masked_lm_context_gain"])
 
 
 def test_summary_says_what_the_final_eval_means():
@@ -55,6 +57,12 @@ def test_summary_says_what_the_final_eval_means():
                          "disc_collapsed": 1.0})
   assert "collapsed" in text
   assert "MLM only" in health.summary({"masked_lm_accuracy": 0.3})
+  text = health.summary({**base, "masked_lm_context_gain": 0.12,
+                         "disc_auc": 0.8, "disc_auc_unigram": 0.6})
+  assert "mostly by word frequency (0.12 nats" in text
+  text = health.summary({"masked_lm_accuracy": 0.4,
+                         "masked_lm_context_gain": 1.3})
+  assert "reads its context (1.30 nats" in text
 
 
 def test_unigram_distribution_of_the_eval_split(tmp_path):
@@ -68,8 +76,27 @@ def test_unigram_distribution_of_the_eval_split(tmp_path):
   data_dir, _ = loop.prepare_data(config)
   meta = input_pipeline.load_metadata(data_dir)
   specials = tuple(meta[k] for k in ("pad_id", "cls_id", "sep_id", "mask_id"))
-  logp = input_pipeline.eval_unigram_log_probs(
+  logp = input_pipeline.unigram_log_probs(
       data_dir, meta["vocab_size"], meta["max_seq_length"], exclude=specials)
   np.testing.assert_allclose(np.exp(logp).sum(), 1.0, rtol=1e-5)
   assert all(logp[i] == -np.inf for i in specials)
   assert np.isfinite(logp).sum() > 50  # Many ordinary tokens seen.
+
+
+def test_training_frequencies_are_smoothed_for_the_context_gain(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from electra_jax import loop  # pylint: disable=g-import-not-at-top
+  from electra_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from electra_jax.data import spec as spec_lib  # pylint: disable=g-import-not-at-top
+  config = testing.tiny_config(str(tmp_path / "data"))
+  data_dir, _ = loop.prepare_data(config)
+  spec = spec_lib.DataSpec.from_metadata(
+      input_pipeline.load_metadata(data_dir))
+  fakes, baseline = loop.unigram_frequencies(data_dir, spec)
+  specials = (spec.pad_id, *spec.special_ids)
+  for logp in (fakes, baseline):
+    np.testing.assert_allclose(np.exp(logp).sum(), 1.0, rtol=1e-5)
+    assert all(logp[i] == -np.inf for i in specials)
+  ordinary = np.setdiff1d(np.arange(spec.vocab_size), specials)
+  assert np.isfinite(baseline[ordinary]).all()  # Add-one: none is -inf.
+  assert not np.isfinite(fakes[ordinary]).all()  # Unseen ids never drawn.

@@ -123,6 +123,36 @@ def test_init_follows_the_reference():
       np.testing.assert_array_equal(x, float(name.endswith("scale")))
 
 
+def test_sinusoidal_position_init_is_the_transformer_table_at_init_scale():
+  config = testing.load_config("small")
+  config.model.vocab_size = 101
+  config.model.num_hidden_layers = 1
+  config.model.position_embedding_init = "sinusoidal"
+  model = train_lib.pretraining_model(config, config.model.vocab_size)
+  ids = jnp.ones((1, 8), jnp.int32)
+  args = (ids, ids, jnp.zeros_like(ids), jnp.zeros((1, 2), jnp.int32))
+  params = nn.unbox(model.init(jax.random.key(0), *args)["params"])
+  table = np.asarray(
+      params["embeddings"]["position_embeddings"]["embedding"])
+  num, width = table.shape  # 512 x 128.
+  pos, i = np.arange(num)[:, None], np.arange(0, width, 2)[None]
+  angle = pos / 10000.0 ** (i / width)
+  want = np.empty((num, width))
+  want[:, 0::2], want[:, 1::2] = np.sin(angle), np.cos(angle)
+  np.testing.assert_allclose(table, want * 0.02 * np.sqrt(2), atol=2e-6)
+  np.testing.assert_allclose(np.sqrt((table ** 2).mean()), 0.02, rtol=1e-3)
+  # Position i + k is the same rotation of position i for every i.
+  rot = np.zeros((width, width))
+  for j, f in enumerate(1 / 10000.0 ** (np.arange(0, width, 2) / width)):
+    c, s = np.cos(3 * f), np.sin(3 * f)
+    rot[2 * j:2 * j + 2, 2 * j:2 * j + 2] = [[c, -s], [s, c]]
+  np.testing.assert_allclose(table[:-3] @ rot, table[3:], atol=1e-5)
+  with pytest.raises(ValueError, match="position_embedding_init='sine'"):
+    model_lib.ModelConfig(vocab_size=9, embedding_size=8, hidden_size=8,
+                          num_hidden_layers=1, num_attention_heads=1,
+                          intermediate_size=8, position_embedding_init="sine")
+
+
 def test_every_param_has_logical_axis_names():
   model, args = _tiny_pretraining()
   variables = jax.eval_shape(model.init, jax.random.key(0), *args)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from electra_jax import diagnostics
 from electra_jax import objective
 
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
@@ -342,9 +343,9 @@ def test_disc_auc_hand_example():
   labels = [0, 0, 1, 1, 1, 0]
   weights = [1, 1, 1, 1, 1, 0]  # The 0.99 negative is padding.
   # Pairs (pos, neg): .35>.1, .35<.4, .8>.1, .8>.4, .4>.1, .4=.4 (half).
-  assert objective.disc_auc(probs, labels, weights) == pytest.approx(4.5 / 6)
-  assert objective.disc_auc(probs, labels, [1] * 6) == pytest.approx(4.5 / 9)
-  assert math.isnan(objective.disc_auc([0.1, 0.2], [1, 1], [1, 1]))
+  assert diagnostics.disc_auc(probs, labels, weights) == pytest.approx(4.5 / 6)
+  assert diagnostics.disc_auc(probs, labels, [1] * 6) == pytest.approx(4.5 / 9)
+  assert math.isnan(diagnostics.disc_auc([0.1, 0.2], [1, 1], [1, 1]))
 
 
 def test_disc_auc_matches_pair_count():
@@ -357,7 +358,7 @@ def test_disc_auc_matches_pair_count():
       1.0 if a > b else 0.5 if a == b else 0.0
       for a, b in itertools.product(p[l == 1], p[l == 0]))
   expected = wins / ((l == 1).sum() * (l == 0).sum())
-  assert objective.disc_auc(
+  assert diagnostics.disc_auc(
       jnp.asarray(probs, jnp.float32), labels, weights) == pytest.approx(
           expected)
 
@@ -385,11 +386,43 @@ def test_disc_logit_spread_is_the_std_over_real_tokens():
   mask = np.ones((3, 10), np.int32)
   mask[1, 6:] = 0
   mask[2] = 0  # An empty row does not count.
-  total, count = objective.disc_logit_spread(jnp.asarray(logits),
+  total, count = diagnostics.disc_logit_spread(jnp.asarray(logits),
                                              jnp.asarray(mask))
   want = logits[0].std() + logits[1, :6].std()
   np.testing.assert_allclose(total, want, rtol=1e-5)
   assert float(count) == 2.0
   const = jnp.full((2, 8), 1.7)
-  total, _ = objective.disc_logit_spread(const, jnp.ones((2, 8)))
+  total, _ = diagnostics.disc_logit_spread(const, jnp.ones((2, 8)))
   assert float(total) < 1e-6
+
+
+def test_context_gain_is_zero_for_frequency_and_counts_only_mask_slots():
+  rng = np.random.default_rng(0)
+  freq = rng.dirichlet(np.ones(VOCAB))
+  freq[PAD] = 0.0  # Never seen: -inf, floored to the rarest seen id.
+  with np.errstate(divide="ignore"):
+    uni = jnp.asarray(np.log(freq / freq.sum()), jnp.float32)
+  targets = jnp.asarray(rng.integers(MASK + 1, VOCAB, (2, 5)), jnp.int32)
+  weights = jnp.asarray([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], jnp.float32)
+  at_mask = jnp.asarray([[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]], bool)
+  # A generator that guesses by frequency alone gains nothing.
+  by_freq = jnp.broadcast_to(uni, targets.shape + (VOCAB,))
+  by_freq = jnp.where(jnp.isfinite(by_freq), by_freq, -1e9)
+  total, count = diagnostics.context_gain(by_freq, targets, weights, at_mask,
+                                        uni)
+  assert float(count) == 6.0  # Real slots that hold [MASK].
+  np.testing.assert_allclose(float(total), 0.0, atol=1e-4)
+  # One that is sure of the target gains its unigram surprisal, in nats.
+  sure = 30.0 * jax.nn.one_hot(targets, VOCAB)
+  total, count = diagnostics.context_gain(sure, targets, weights, at_mask, uni)
+  w = np.asarray(weights) * np.asarray(at_mask)
+  want = (-np.asarray(uni)[np.asarray(targets)] * w).sum()
+  np.testing.assert_allclose(float(total), want, rtol=1e-4)
+  # A target never seen in the held-out text counts as the rarest seen id.
+  pad_target = targets.at[0, 0].set(PAD)
+  total, _ = diagnostics.context_gain(sure, pad_target, weights, at_mask, uni)
+  u = np.asarray(uni)
+  slot_before = -u[int(targets[0, 0])] - 0.0  # Sure and right: nll ~ 0.
+  slot_after = -u[1:].min() - float(jax.nn.logsumexp(sure[0, 0]))
+  np.testing.assert_allclose(float(total), want - slot_before + slot_after,
+                             rtol=1e-4)

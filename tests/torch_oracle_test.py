@@ -17,11 +17,13 @@ pytest.importorskip("tensorboardX")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from tensorboardX.proto import event_pb2
+from transformers.models.electra import modeling_electra
 
 from benchmarks import torch_oracle
 from electra_jax import defaults
 from electra_jax import optimizer
 from electra_jax import train as train_lib
+from electra_jax.nn import init as init_lib
 from tests import testing
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -159,3 +161,19 @@ def test_adamw_matches_jax_optimizer(bias_correction):
     for (a, b), n in names.items():
       np.testing.assert_allclose(torch_params[n].detach().numpy(),
                                  np.asarray(jax_params[a][b]), atol=1e-6)
+
+
+@pytest.mark.parametrize("untied", [False, True])
+def test_sinusoidal_position_start_is_electra_jax_s(untied):
+  config = oracle_config("unused", steps=1,
+                         model=dict(position_embedding_init="sinusoidal"),
+                         generator=dict(untied_generator_embeddings=untied))
+  oracle = torch_oracle.Oracle(config)
+  tables = [m.position_embeddings.weight.detach().numpy()
+            for m in oracle.modules()
+            if isinstance(m, modeling_electra.ElectraEmbeddings)]
+  assert len(tables) == (2 if untied else 1)
+  for table in tables:
+    want = init_lib.sinusoidal(config.model.initializer_range)(
+        None, table.shape)
+    np.testing.assert_allclose(table, np.asarray(want), atol=1e-7)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from electra_jax import errors
 from electra_jax import model as model_lib
 from electra_jax.finetune import qa_head
+from electra_jax.nn import init as init_lib
 
 Array = jax.Array
 KINDS = ("classification", "regression", "tagging", "qa")
@@ -44,7 +45,7 @@ HEAD_STYLES = ("official", "transformers")
 
 def _kernel_init(style: str):
   """TF's default for the reference's heads; else the model's."""
-  return model_lib.tf_default_init if style == "official" else None
+  return init_lib.tf_dense if style == "official" else None
 
 
 class SequenceHead(nn.Module):
