@@ -162,7 +162,7 @@ class Oracle(torch_baseline.Electra):
           start = init_lib.sinusoidal(config.model.initializer_range)(
               None, tuple(table.shape))
           with torch.no_grad():
-            table.copy_(torch.from_numpy(np.asarray(start)))
+            table.copy_(torch.from_numpy(np.array(start)))
     self.vocab_size = config.model.vocab_size
 
   def run(self, ids, input_mask, segments, n, unigram=None):

@@ -97,8 +97,8 @@ def context_gain(
   The mean over real slots whose input is `[MASK]` (`at_mask`; a kept
   original token could be copied) of the unigram model's cross entropy
   minus the generator's, in nats, as a (sum, count) metric pair. A
-  generator that predicts by frequency alone scores about 0 however
-  peaked its guesses are; one that reads its context scores above 0.
+  generator that has learned only the word frequencies scores about 0,
+  whatever its accuracy; one that reads its context scores above 0.
 
   Args:
     logits: [batch, num_positions, vocab] generator logits.
