@@ -9,9 +9,9 @@ says so as soon as it is seen, with what to change.
 
 from typing import Mapping, Optional
 
-# Nats by which the generator's [MASK] predictions must beat the held-out
-# word frequencies to count as reading their context; half of what the
-# previous word alone gives on English prose (a bigram model gains ~1.2).
+# Nats by which the generator's [MASK] predictions must beat the training
+# text's word frequencies to count as reading their context; half of what
+# the previous word alone gives on English prose (a bigram gains ~1.2).
 CONTEXT_GAIN = 0.5
 
 ADVICE = (
