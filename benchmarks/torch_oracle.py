@@ -55,6 +55,7 @@ from electra_jax import objective
 from electra_jax import optimizer
 from electra_jax import reporting
 from electra_jax import train as train_lib
+from electra_jax.data import frequencies
 from electra_jax.data import input_pipeline
 from electra_jax.nn import init as init_lib
 
@@ -318,7 +319,7 @@ def train_and_evaluate(config, workdir: str, threads: int | None = None):
       max_seq_length=config.input.max_seq_length)
   inp = config.input
   tokens = inp.batch_size * inp.max_seq_length
-  unigram = torch.from_numpy(input_pipeline.unigram_log_probs(
+  unigram = torch.from_numpy(frequencies.unigram_log_probs(
       data_dir, config.model.vocab_size, inp.max_seq_length,
       exclude=(inp.pad_id, inp.cls_id, inp.sep_id, inp.mask_id)))
   history, last_step, last_time, scalars = {}, 0, time.perf_counter(), {}

@@ -30,6 +30,7 @@ from electra_jax import reporting
 from electra_jax import runtime
 from electra_jax import sharding
 from electra_jax import train as train_lib
+from electra_jax.data import frequencies
 from electra_jax.data import input_pipeline
 from electra_jax.data import spec as data_spec
 
@@ -135,9 +136,9 @@ def unigram_frequencies(data_dir, spec) -> tuple[np.ndarray, np.ndarray]:
   generator that knew only word frequencies could have learned.
   """
   exclude = (spec.pad_id, *spec.special_ids)
-  fakes = input_pipeline.unigram_log_probs(
+  fakes = frequencies.unigram_log_probs(
       data_dir, spec.vocab_size, spec.max_seq_length, exclude=exclude)
-  baseline = input_pipeline.unigram_log_probs(
+  baseline = frequencies.unigram_log_probs(
       data_dir, spec.vocab_size, spec.max_seq_length, split="train",
       exclude=exclude, add=1.0)
   return fakes, baseline

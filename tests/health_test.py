@@ -70,13 +70,14 @@ def test_unigram_distribution_of_the_eval_split(tmp_path):
   import numpy as np  # pylint: disable=g-import-not-at-top
   # pylint: disable=g-import-not-at-top
   from electra_jax import loop
+  from electra_jax.data import frequencies
   from electra_jax.data import input_pipeline
   # pylint: enable=g-import-not-at-top
   config = testing.tiny_config(str(tmp_path / "data"))
   data_dir, _ = loop.prepare_data(config)
   meta = input_pipeline.load_metadata(data_dir)
   specials = tuple(meta[k] for k in ("pad_id", "cls_id", "sep_id", "mask_id"))
-  logp = input_pipeline.unigram_log_probs(
+  logp = frequencies.unigram_log_probs(
       data_dir, meta["vocab_size"], meta["max_seq_length"], exclude=specials)
   np.testing.assert_allclose(np.exp(logp).sum(), 1.0, rtol=1e-5)
   assert all(logp[i] == -np.inf for i in specials)

@@ -421,30 +421,3 @@ def make_eval_iterator(data_dir: str, *, batch_size: int, process_index: int,
   if num_batches is None:
     num_batches = -(-len(source) // batch_size)
   return EvalBatches(source, batch_size, local_slice, num_batches)
-
-
-def unigram_log_probs(data_dir: str, vocab_size: int, max_seq_length: int,
-                      split: str = "eval", exclude: tuple[int, ...] = (),
-                      max_examples: int = 20_000, add: float = 0.0):
-  """Log relative frequencies [vocab] of the tokens of a split.
-
-  Counted over its first `max_examples` examples (a large corpus would
-  otherwise be read in full at every start), plus `add` for every id not in
-  `exclude`. Ids in `exclude` (the special tokens), and with `add=0` ids that
-  never occur, get -inf: fakes drawn from this are ordinary tokens of the
-  text; with no such token, every id outside `exclude` is equally likely.
-  """
-  source = ExampleSource(data_dir, split, max_seq_length)
-  counts = np.zeros(vocab_size, np.float64)
-  total = min(len(source), max_examples)
-  for first in range(0, total, 256):
-    ids = source.batch(np.arange(first, min(first + 256, total)))
-    real = ids["input_mask"].astype(bool)
-    counts += np.bincount(ids["input_ids"][real], minlength=vocab_size)
-  counts += add
-  counts[list(exclude)] = 0
-  if not counts.sum():
-    counts[:] = 1.0
-    counts[list(exclude)] = 0
-  with np.errstate(divide="ignore"):
-    return np.log(counts / counts.sum()).astype(np.float32)
