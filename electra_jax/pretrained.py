@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 
 from electra_jax import checkpointing
 from electra_jax import convert
+from electra_jax import defaults
 from electra_jax import errors
 from electra_jax import model as model_lib
 from electra_jax import objective
@@ -39,7 +40,18 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not path.exists():
     raise errors.UserError(f"{path}: missing; is {workdir} the workdir of "
                            "an electra_jax pretraining run?")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  saved = json.loads(path.read_text())
+  # A run made before a config key existed ran with that key's default.
+  _add_missing(saved, defaults.get_config().to_dict())
+  return ml_collections.ConfigDict(saved)
+
+
+def _add_missing(saved: dict[str, Any], default: dict[str, Any]) -> None:
+  for key, value in default.items():
+    if key not in saved:
+      saved[key] = value
+    elif isinstance(value, dict) and isinstance(saved[key], dict):
+      _add_missing(saved[key], value)
 
 
 def restore_params(workdir: str, step: int | None = None

@@ -4,6 +4,7 @@ encoder) into task models, and the tokenizer that comes with them."""
 import dataclasses
 import functools
 import logging
+import json
 import os
 import shutil
 
@@ -249,3 +250,19 @@ def test_no_encoder_to_fine_tune_is_a_clear_error(tmp_path, mlm_only_run,
   with pytest.raises(ValueError, match="neither a discriminator nor a "
                      r"generator \(params \['embeddings'\]\)"):
     restore.load_encoder(str(workdir))
+
+
+def test_a_run_older_than_a_config_key_still_restores(tmp_path, mlm_only_run):
+  # Runs made before `model.position_embedding_init` existed (their
+  # config.json lacks it) restore for fine-tuning, export and the probe,
+  # with the key's default: what they ran with.
+  old = tmp_path / "old_run"
+  shutil.copytree(mlm_only_run, old)
+  record = json.loads((old / "config.json").read_text())
+  del record["model"]["position_embedding_init"]
+  (old / "config.json").write_text(json.dumps(record))
+  config = pretrained.load_run_config(str(old))
+  assert config.model.position_embedding_init == "normal"
+  cfg, subtrees = restore.load_encoder(str(old))
+  assert set(subtrees) == {"embeddings", "encoder"}
+  assert cfg.hidden_size == config.model.hidden_size
