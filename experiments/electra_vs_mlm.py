@@ -26,7 +26,8 @@ command continues where it stopped; logs in ROOT/logs/<stage>.log):
                (always rewritten).
 Subprocesses run from the repository root; all paths are made absolute.
 `--override=--config.a.b=v` (repeatable) goes to both pretraining runs and
-into the FLOP count. The data's vocab_size and max_seq_length are passed
+into the FLOP count; `--ft_override=--config.a.b=v` goes to the three
+fine-tunings. The data's vocab_size and max_seq_length are passed
 too (a run must match the data it reads).
 """
 
@@ -68,6 +69,9 @@ flags.DEFINE_string("ft_size", "small", "configs/finetune.py size: its "
 flags.DEFINE_list("stages", [], "Run only these stages (e.g. ft_electra,"
                   "ft_scratch, to use a second core while another instance "
                   "pretrains); empty: all, then the report.")
+flags.DEFINE_multi_string("ft_override", [], "A fine-tuning flag for all "
+                          "three models, e.g. --ft_override=--config."
+                          "optimizer.layerwise_lr_decay=0.")
 flags.DEFINE_multi_string("override", [], "A pretraining flag for both runs, "
                           "e.g. --override=--config.input.batch_size=16.")
 
@@ -301,6 +305,7 @@ def experiment() -> None:
         f"--config.max_seq_length={FLAGS.ft_max_seq_length}"]
   if FLAGS.ft_epochs is not None:
     ft.append(f"--config.num_train_epochs={FLAGS.ft_epochs}")
+  ft += FLAGS.ft_override
   # Random init: the preset's discriminator, the pretraining data's tokenizer.
   scratch = [f"--config.model.{k}={electra_cfg.model[k]}"
              for k in restore.ARCHITECTURE]

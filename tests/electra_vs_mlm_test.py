@@ -56,7 +56,8 @@ def tiny_flags(root, inputs):
           "--ft_epochs=1", "--ft_max_seq_length=32",
           "--override=--config.input.batch_size=8",
           "--override=--config.eval.num_batches=1",
-          "--override=--config.log_every_steps=2"]
+          "--override=--config.log_every_steps=2",
+          "--ft_override=--config.optimizer.layerwise_lr_decay=0"]
 
 
 def expected_mlm_steps(data_dir, electra_steps):
@@ -105,6 +106,12 @@ def test_end_to_end_and_resume(tmp_path, inputs):
   report = (root / "results.md").read_text()
   assert "| MLM-only | %d |" % steps_mlm in report
   assert "electra_jax.finetune" in report
+  ft_lines = [l for l in report.splitlines() if "electra_jax.finetune" in l]
+  assert len(ft_lines) == 3 and all(
+      "--config.optimizer.layerwise_lr_decay=0" in l for l in ft_lines)
+  assert all(json.loads((root / f"ft_{m}" / "config.json").read_text())
+             ["optimizer"]["layerwise_lr_decay"] == 0
+             for m in ("electra", "mlm", "scratch"))
 
   results_files = [root / f"ft_{m}" / "results.json"
                    for m in ("electra", "mlm", "scratch")]
