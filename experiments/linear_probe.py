@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from electra_jax import errors
 from electra_jax import model as model_lib
 from electra_jax import pretrained
+from electra_jax.data import input_pipeline
 from electra_jax.data import tokenization
 from electra_jax.finetune import features
 from electra_jax.finetune import restore
@@ -98,6 +99,15 @@ def probe(x_train, y_train, x_eval, y_eval, num_labels, l2, steps=500):
   return float((predictions == y_eval).mean())
 
 
+def lowercase(tokenizer: str) -> bool:
+  """A WordPiece vocab's casing, as the data was made; sentencepiece models
+  hold their own rules."""
+  if not tokenizer.endswith(".txt"):
+    return True
+  return bool(input_pipeline.load_metadata(
+      os.path.dirname(tokenizer)).get("lowercase", True))
+
+
 def encoders(workdirs, seed):
   """(label, ModelConfig, params, tokenizer path) per workdir, and the
   first one's architecture at random init."""
@@ -128,12 +138,18 @@ def main(argv):
       label_column=FLAGS.label_column, id_column="id", labeled=True,
       source=path) for path in (FLAGS.train_file, FLAGS.eval_file))
   labels = sorted({ex.label for ex in train})
+  unseen = sorted({ex.label for ex in dev} - set(labels))
+  if unseen:
+    raise errors.UserError(f"--eval_file has labels {unseen} that "
+                           "--train_file never has; a probe cannot predict "
+                           "them.")
   y_train, y_eval = (np.array([labels.index(ex.label) for ex in split])
                      for split in (train, dev))
   rows = [f"| encoder | {' | '.join(FEATURES)} |",
           "| --- |" + " ---: |" * len(FEATURES)]
   for label, cfg, params, tokenizer in encoders(FLAGS.workdir, FLAGS.seed):
-    tok = tokenization.load_tokenizer(tokenizer)
+    tok = tokenization.load_tokenizer(tokenizer,
+                                      lowercase=lowercase(tokenizer))
     x_train, x_eval = (pooled(cfg, params, features.encode_texts(
         split, tok, FLAGS.max_seq_length)) for split in (train, dev))
     accuracy = [probe(x_train[f], y_train, x_eval[f], y_eval, len(labels),

@@ -78,3 +78,15 @@ def test_missing_flags_are_one_line():
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
   assert "--train_file" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_dev_label_never_trained_on_is_one_line(tmp_path):
+  electra_vs_mlm_test.write_labeled(tmp_path / "train.csv", 10, 0)
+  with open(tmp_path / "dev.csv", "w") as f:
+    f.write("text,label\nit was fine,meh\n")
+  result = run(SCRIPT, "--workdir=nowhere",
+               f"--train_file={tmp_path / 'train.csv'}",
+               f"--eval_file={tmp_path / 'dev.csv'}")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert "['meh']" in result.stderr.strip().splitlines()[-1]
