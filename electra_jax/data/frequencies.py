@@ -24,7 +24,8 @@ def unigram_log_probs(data_dir: str, vocab_size: int, max_seq_length: int,
   drawn from this are ordinary tokens of the text; with no such token, every
   id outside `exclude` is equally likely.
   """
-  source = input_pipeline.ExampleSource(data_dir, split, max_seq_length, read_threads=8)
+  source = input_pipeline.ExampleSource(data_dir, split, max_seq_length,
+                                        read_threads=8)
   runs = np.arange(0, len(source), 256)
   keep = np.linspace(0, len(runs) - 1, max(1, max_examples // 256))
   runs = runs[np.unique(keep.round().astype(int))] if len(runs) else runs
