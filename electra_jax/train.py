@@ -216,7 +216,7 @@ def _sample_per_example(keys, logits, disallow, temperature):
   return jax.vmap(one)(keys, logits, disallow)
 
 
-def _forward(params, batch: Batch, masked: objective.MaskedInputs,
+def forward(params, batch: Batch, masked: objective.MaskedInputs,
              sample_keys: jax.Array, dropout_rng: jax.Array, *,
              model: nn.Module, sc: StepConfig, deterministic: bool):
   """Runs generator, sampling and discriminator on one (micro-)batch.
@@ -265,7 +265,7 @@ def _loss(metrics, counts, sc: StepConfig) -> jax.Array:
                                 disc_weight=sc.disc_weight, counts=counts)
 
 
-def _mask(rng, batch: Batch, sc: StepConfig) -> objective.MaskedInputs:
+def mask_batch(rng, batch: Batch, sc: StepConfig) -> objective.MaskedInputs:
   return objective.mask_tokens(
       rng, batch["input_ids"], batch["input_mask"], mask_prob=sc.mask_prob,
       max_predictions=sc.max_predictions, mask_id=sc.mask_id,
@@ -295,14 +295,14 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
   """
   rng = jax.random.fold_in(rng, state.step)
   mask_rng, sample_rng, dropout_rng = jax.random.split(rng, 3)
-  masked = _mask(mask_rng, batch, sc)
+  masked = mask_batch(mask_rng, batch, sc)
   counts = (jnp.sum(masked.weights),
             jnp.sum(batch["input_mask"].astype(jnp.float32)))
   sample_keys = jax.random.split(sample_rng, batch["input_ids"].shape[0])
 
   def loss_fn(params, micro, dropout_key):
     mb, mm, keys = micro
-    metrics, *_ = _forward(params, mb, mm, keys, dropout_key, model=model,
+    metrics, *_ = forward(params, mb, mm, keys, dropout_key, model=model,
                            sc=sc, deterministic=False)
     return _loss(metrics, counts, sc), metrics
 
@@ -346,9 +346,9 @@ def eval_step(params, batch: Batch, rng: jax.Array,
   discriminator's probabilities and labels for the host-side AUCs: on the
   generator's fakes and on unigram fakes (None for MLM-only runs)."""
   mask_rng, sample_rng, unigram_rng = jax.random.split(rng, 3)
-  masked = _mask(mask_rng, batch, sc)
+  masked = mask_batch(mask_rng, batch, sc)
   keys = jax.random.split(sample_rng, batch["input_ids"].shape[0])
-  metrics, probs, labels, gen_logits = _forward(
+  metrics, probs, labels, gen_logits = forward(
       params, batch, masked, keys, rng, model=model, sc=sc,
       deterministic=True)
   if not sc.uniform_generator:

@@ -1,0 +1,46 @@
+"""benchmarks/gradient_shares.py on a real (tiny) run's checkpoint."""
+
+import functools
+import importlib.util
+import math
+import os
+
+import pytest
+
+from electra_jax import errors
+from electra_jax import loop
+from tests import testing
+
+SCRIPT = os.path.join(testing.ROOT, "benchmarks", "gradient_shares.py")
+
+
+@functools.cache  # Its flags can be defined once per process.
+def load_script():
+  spec = importlib.util.spec_from_file_location("gradient_shares", SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_each_term_reaches_only_its_own_weights(tmp_path):
+  shares = load_script().shares
+  config = testing.tiny_config(str(tmp_path / "data"), steps=2)
+  loop.train_and_evaluate(config, str(tmp_path / "run"))
+  step, table, clips = shares(str(tmp_path / "run"), None, 2)
+  assert step == 2 and len(clips) == 2
+  assert all(0 < c <= 1 for c in clips)
+  assert set(table) == {"embeddings.word", "embeddings.other",
+                        "generator.encoder", "generator.head",
+                        "discriminator"}
+  assert table["discriminator"]["mlm_share"] == 0
+  assert table["discriminator"]["mlm_adam_step"] == 0
+  for group in ("generator.encoder", "generator.head"):
+    assert table[group]["mlm_share"] == 1 and table[group]["rtd_norm"] == 0
+    assert 0 < table[group]["mlm_adam_step"] < math.inf
+  # The shared embeddings take both terms.
+  assert 0 < table["embeddings.word"]["mlm_share"] < 1
+
+
+def test_a_directory_that_is_not_a_run_is_a_clear_error(tmp_path):
+  with pytest.raises(errors.UserError, match="the workdir of"):
+    load_script().shares(str(tmp_path), None, 1)
