@@ -160,6 +160,62 @@ def test_objective_variants_run(variant):
     np.testing.assert_allclose(metrics["loss"][0], loss, rtol=1e-4)
 
 
+def _train_from(config, num_steps, start=None):
+  """Params after `num_steps` steps on one device, from `start(init)`."""
+  mesh, rules = train.mesh_and_rules(config, jax.devices()[:1])
+  with sharding.use(mesh, rules):
+    built = train.build(config, SPEC, mesh, rules, jax.random.key(0))
+    state = built.state
+    if start is not None:
+      state = state.replace(params=jax.device_put(
+          start(jax.device_get(state.params)), built.state_shardings.params))
+    for i in range(num_steps):
+      state, _ = built.train_step(
+          state, sharding.global_batch(synthetic_batch(i), mesh),
+          jax.random.key(1))
+    return jax.device_get(state.params)
+
+
+@pytest.mark.parametrize("shared", ["nothing", "embeddings", "clip"])
+def test_the_generator_learns_as_the_mlm_only_model_when_nothing_is_shared(
+    shared):
+  # ELECTRA's generator is trained by its MLM loss alone: with untied
+  # embeddings and no gradient clipping, the discriminator beside it must
+  # not change one of its weights, step for step, against the MLM-only
+  # model of the same shape from the same init on the same masks. Shared embeddings or a shared clipping norm must change them
+  # (that is what the comparison can see).
+  def config(electra):
+    c = tiny_config(data=1)
+    # The discriminator's shape as the generator's rule makes it.
+    c.model.embedding_size = c.model.hidden_size
+    c.model.intermediate_size = 4 * c.model.hidden_size
+    c.model.num_attention_heads = max(1, c.model.hidden_size // 64)
+    # Dropout draws by module path: "generator_embeddings" is not
+    # "embeddings".
+    c.model.hidden_dropout_prob = c.model.attention_probs_dropout_prob = 0.0
+    c.objective.electra_objective = electra
+    c.generator.generator_hidden_size = 1.0
+    c.generator.untied_generator_embeddings = shared != "embeddings"
+    c.optimizer.max_grad_norm = 0.5 if shared == "clip" else 0.0
+    return c
+
+  init = _train_from(config(True), 0)
+  gen_embeddings = ("embeddings" if shared == "embeddings"
+                    else "generator_embeddings")
+  mlm = _train_from(config(False), 3, start=lambda _: {
+      "embeddings": init[gen_embeddings], "generator": init["generator"]})
+  electra = _train_from(config(True), 3)
+  leaves = jax.tree.leaves(electra["generator"])
+  if shared == "nothing":
+    leaves += jax.tree.leaves(electra["generator_embeddings"])
+  gaps = [float(np.max(np.abs(a - b))) for a, b in zip(
+      leaves, jax.tree.leaves((mlm["generator"], mlm["embeddings"])))]
+  if shared == "nothing":
+    assert max(gaps) < 1e-6, gaps
+  else:
+    assert max(gaps) > 1e-4, gaps
+
+
 def test_tiny_model_learns():
   """Loss falls, the generator learns the corpus, and the discriminator
   beats the all-"original" baseline. (The run on real text is reported in
