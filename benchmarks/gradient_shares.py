@@ -32,13 +32,11 @@ from electra_jax import checkpointing
 from electra_jax import errors
 from electra_jax import loop
 from electra_jax import objective
+from electra_jax import optimizer
 from electra_jax import pretrained
 from electra_jax import train as train_lib
 from electra_jax.data import input_pipeline
 
-flags.DEFINE_string("workdir", None, "A pretraining run's workdir.")
-flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
-flags.DEFINE_integer("batches", 4, "Held-out batches to average over.")
 FLAGS = flags.FLAGS
 
 GROUPS = ("embeddings.word", "embeddings.other", "generator.encoder",
@@ -58,17 +56,24 @@ def group_of(path: str) -> str:
   raise ValueError(f"no group for parameter {path}")
 
 
-def second_moments(workdir: str, step: int):
-  """The Adam second moment `nu` saved with the checkpoint at `step`."""
+def second_moments(workdir: str, step: int, config, params):
+  """The Adam second moment `nu` saved with the checkpoint at `step`, on
+  this process's first device whatever the saving run's devices were."""
+  if config.optimizer.optimizer != "adamw":
+    raise errors.UserError(
+        f"{workdir} trained with optimizer={config.optimizer.optimizer}; "
+        "this split needs Adam's second moment (optimizer=adamw).")
+  tx, _ = optimizer.create_optimizer(train_lib.optimizer_config(config),
+                                     config.num_train_steps)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+      jax.eval_shape(tx.init, params))
   manager = checkpointing.make_manager(workdir, read_only=True)
   opt_state = manager.restore(step, args=ocp.args.Composite(
-      opt_state=ocp.args.StandardRestore()))["opt_state"]
+      opt_state=ocp.args.StandardRestore(abstract)))["opt_state"]
   manager.close()
-  if not isinstance(opt_state, dict) or "nu" not in opt_state:
-    raise errors.UserError(
-        f"{workdir}: its optimizer state has no Adam second moment (`nu`); "
-        "this needs a run with optimizer.optimizer=adamw.")
-  return opt_state["nu"]
+  return opt_state.nu
 
 
 def make_term_grads(model, sc: train_lib.StepConfig):
@@ -99,7 +104,7 @@ def shares(workdir: str, step: int | None, num_batches: int
            ) -> tuple[int, dict[str, dict[str, float]], list[float]]:
   """(step, per-group figures, clip factor per batch)."""
   config, params, step = pretrained.restore_params(workdir, step)
-  nu = second_moments(workdir, step)
+  nu = second_moments(workdir, step, config, params)
   data_dir, spec = loop.prepare_data(config)
   model = train_lib.pretraining_model(config, spec.vocab_size)
   sc = train_lib.StepConfig.from_config(config, spec)
@@ -152,6 +157,15 @@ def main(argv):
           f"{row['mlm_share']:>11.3f}{row['mlm_adam_step']:>21.4f}")
 
 
-if __name__ == "__main__":
+def define_flags():
+  # Defined when run, not on import: tests import `shares`, and absl's
+  # flags are global to the process.
+  flags.DEFINE_string("workdir", None, "A pretraining run's workdir.")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+  flags.DEFINE_integer("batches", 4, "Held-out batches to average over.")
   flags.mark_flags_as_required(["workdir"])
+
+
+if __name__ == "__main__":
+  define_flags()
   sys.exit(app.run(main))

@@ -4,6 +4,8 @@ import functools
 import importlib.util
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -14,7 +16,7 @@ from tests import testing
 SCRIPT = os.path.join(testing.ROOT, "benchmarks", "gradient_shares.py")
 
 
-@functools.cache  # Its flags can be defined once per process.
+@functools.cache
 def load_script():
   spec = importlib.util.spec_from_file_location("gradient_shares", SCRIPT)
   module = importlib.util.module_from_spec(spec)
@@ -39,6 +41,15 @@ def test_each_term_reaches_only_its_own_weights(tmp_path):
     assert 0 < table[group]["mlm_adam_step"] < math.inf
   # The shared embeddings take both terms.
   assert 0 < table["embeddings.word"]["mlm_share"] < 1
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  cli = subprocess.run(
+      [sys.executable, SCRIPT, f"--workdir={tmp_path / 'run'}", "--batches=1"],
+      cwd=testing.ROOT, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert cli.returncode == 0, cli.stderr[-3000:]
+  assert "at step 2: clip factor" in cli.stdout
+  assert cli.stdout.count("generator.") == 2, cli.stdout
 
 
 def test_a_directory_that_is_not_a_run_is_a_clear_error(tmp_path):
