@@ -103,6 +103,8 @@ def make_term_grads(model, sc: train_lib.StepConfig):
 def shares(workdir: str, step: int | None, num_batches: int
            ) -> tuple[int, dict[str, dict[str, float]], list[float]]:
   """(step, per-group figures, clip factor per batch)."""
+  if num_batches < 1:
+    raise errors.UserError(f"--batches must be at least 1, got {num_batches}")
   config, params, step = pretrained.restore_params(workdir, step)
   nu = second_moments(workdir, step, config, params)
   data_dir, spec = loop.prepare_data(config)

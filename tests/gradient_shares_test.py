@@ -55,3 +55,5 @@ def test_each_term_reaches_only_its_own_weights(tmp_path):
 def test_a_directory_that_is_not_a_run_is_a_clear_error(tmp_path):
   with pytest.raises(errors.UserError, match="the workdir of"):
     load_script().shares(str(tmp_path), None, 1)
+  with pytest.raises(errors.UserError, match="--batches must be at least 1"):
+    load_script().shares(str(tmp_path), None, 0)
