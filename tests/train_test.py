@@ -182,8 +182,9 @@ def test_the_generator_learns_as_the_mlm_only_model_when_nothing_is_shared(
   # ELECTRA's generator is trained by its MLM loss alone: with untied
   # embeddings and no gradient clipping, the discriminator beside it must
   # not change one of its weights, step for step, against the MLM-only
-  # model of the same shape from the same init on the same masks. Shared embeddings or a shared clipping norm must change them
-  # (that is what the comparison can see).
+  # model of the same shape from the same init on the same masks. Shared
+  # embeddings or a shared clipping norm must change them (that is what
+  # the comparison can see).
   def config(electra):
     c = tiny_config(data=1)
     # The discriminator's shape as the generator's rule makes it.
