@@ -3,9 +3,10 @@
   python -m electra_jax.main --config=configs/mini.py --workdir=runs/mini \
       --config.input.data_dir=data/real16k --config.model.vocab_size=16000
 
-About 1.1 steps/s on a 2-core CPU: its generator reads context within the
-first hour (~3,000 steps) and the 6,000-step schedule ends in about 95
-minutes (the README's "Does it learn?" section has the measured curves).
+About 1.1 steps/s on a 2-core CPU, evals included: its generator reads
+context within the first hour (~3,000 steps), and at that rate the
+6,000-step schedule takes about 95 minutes (the README's "Does it learn?"
+section has the measured curves).
 Sized like the small model of google-research/electra at a quarter of its
 width and a third of its depth.
 
