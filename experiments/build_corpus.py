@@ -318,7 +318,11 @@ def main():
   for name in names:
     client, pkg, ver, lic, desc = ALL[name]
     log(f"[{name}] {client} {pkg} {ver}")
-    root, sha = fetch(name, cache)
+    try:
+      root, sha = fetch(name, cache)
+    except (OSError, subprocess.CalledProcessError) as e:
+      sys.exit(f"error: could not fetch {client} package {pkg} {ver} ({e}); check that {client} can "
+               f"reach its registry and still offers this version (--sources= leaves a source out)")
     docs = dups = 0
     with open(out / f"{name}.txt", "w", encoding="utf-8", newline="\n") as fh:
       for _, lines in globals()[f"build_{name}"](root):

@@ -55,3 +55,14 @@ def test_an_unknown_source_is_a_one_line_error(tmp_path):
       "error: unknown source(s) nosuch; choose from " + ", ".join(bc.ALL)
       + " (or 'heldout')"]
   assert not any(tmp_path.iterdir())
+
+
+def test_a_failed_fetch_is_a_one_line_error(tmp_path):
+  env = dict(os.environ, PATH=str(tmp_path / "no_tools"))  # No apt-get, npm or pip.
+  r = subprocess.run([sys.executable, SCRIPT, "--sources=python_docs",
+                      f"--output_dir={tmp_path / 'out'}", f"--cache_dir={tmp_path / 'cache'}"],
+                     capture_output=True, text=True, env=env)
+  assert r.returncode != 0
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      "error: could not fetch apt package python3.11-doc 3.11.2-6+deb12u9"), r.stderr
