@@ -12,9 +12,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from safetensors import numpy as safetensors_numpy
 
+from electra_jax import errors
 from electra_jax import export
 from electra_jax import loop
 from electra_jax import model as model_lib
@@ -112,6 +114,42 @@ def test_mismatched_architecture_is_refused():
   heads.check_compatible(fresh, {"encoder": fresh["encoder"]})
   with pytest.raises(ValueError, match="do not fit"):
     heads.check_compatible(fresh, {"encoder": wrong["encoder"]})
+
+
+def test_reinit_keeps_fresh_init_where_asked(hf_dir):
+  config = testing.finetune_config("task=classification,size=small")
+  config.init_from = hf_dir
+  config.reinit_top_layers, config.reinit_embeddings = 1, True
+  task = restore.resolve(config)
+  assert task.fresh == (("embeddings",), ("encoder", "embeddings_project"),
+                        ("encoder", "layer_1"))
+  # The fine-tuning init itself (jitted as in training), restored from the
+  # resolved task.
+  tx = optax.sgd(0.1)
+  create = jax.jit(functools.partial(
+      ft_train._create_state, model=task.model, length=8, tx=tx,  # pylint: disable=protected-access
+      fresh=task.fresh))
+  fresh = create(jax.random.key(3), None).params
+  params = create(jax.random.key(3), task.pretrained).params
+  got, init = _flat(params), _flat(fresh)
+  want = _flat({k: task.pretrained[k] for k in ("embeddings", "encoder")})
+  restored = {n for n in want if np.array_equal(got[n], want[n])}
+  kept = {n for n in got if np.array_equal(got[n], init[n])}
+  assert restored and kept
+  for name in want:
+    fresh_path = ("['embeddings']" in name or "embeddings_project" in name
+                  or "layer_1" in name)
+    assert (name in kept, name in restored) == (fresh_path, not fresh_path)
+  assert all(n in kept for n in got if n.startswith("['head']"))
+
+
+def test_reinit_more_layers_than_the_encoder_has_is_refused(hf_dir):
+  config = testing.finetune_config("task=classification,size=small")
+  config.init_from = hf_dir
+  config.reinit_top_layers = 3
+  with pytest.raises(errors.UserError,
+                     match="reinit_top_layers=3 but the encoder has 2"):
+    restore.resolve(config)
 
 
 def test_resolve_adopts_the_checkpoint_architecture_and_tokenizer(hf_dir):

@@ -183,9 +183,44 @@ def check_compatible(task_params: Any, subtrees: dict[str, Any]) -> None:
           "The model config must be the checkpoint's.")
 
 
-def merge_pretrained(task_params: Any, subtrees: dict[str, Any]) -> Any:
-  """Task params with `embeddings` and `encoder` replaced by `subtrees`.
+def fresh_paths(num_layers: int, *, embeddings: bool = False,
+                top_layers: int = 0) -> tuple[tuple[str, ...], ...]:
+  """Param paths that keep their fresh init when the encoder is restored.
+
+  Args:
+    num_layers: the encoder's transformer layers.
+    embeddings: the embedding tables and their LayerNorm, and
+      `encoder/embeddings_project` (a projection of the old tables).
+    top_layers: the top `top_layers` encoder layers. Re-initialising the
+      top layers helps fine-tuning on few labels (Zhang et al., 2021,
+      "Revisiting Few-sample BERT Fine-tuning"); it also tells apart what
+      the embeddings and the encoder bring (`num_layers`: embeddings only).
+  """
+  if not 0 <= top_layers <= num_layers:
+    raise errors.UserError(
+        f"reinit_top_layers={top_layers} but the encoder has {num_layers} "
+        f"layers; pass a number from 0 to {num_layers}.")
+  paths = [("encoder", f"layer_{i}")
+           for i in range(num_layers - top_layers, num_layers)]
+  if embeddings:
+    paths = [("embeddings",), ("encoder", "embeddings_project")] + paths
+  return tuple(paths)
+
+
+def merge_pretrained(task_params: Any, subtrees: dict[str, Any],
+                     fresh: tuple[tuple[str, ...], ...] = ()) -> Any:
+  """Task params with `embeddings` and `encoder` replaced by `subtrees`,
+  except under the `fresh` paths (`fresh_paths`), which keep their init.
 
   Pure: the head keeps its fresh initialisation; nothing else changes.
   """
-  return {**task_params, **subtrees}
+  def pick(path, new, old):
+    names = tuple(getattr(k, "key", k) for k in path)
+    return new if any(names[:len(p)] == p for p in fresh) else old
+
+  merged = dict(task_params)
+  for key, tree in subtrees.items():
+    merged[key] = jax.tree_util.tree_map_with_path(
+        lambda path, new, old: pick((key, *path), new, old),
+        task_params[key], tree)
+  return merged

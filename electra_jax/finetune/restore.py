@@ -175,6 +175,7 @@ class Task:
   labels: list[str]
   tokenizer: tokenization.Tokenizer
   pretrained: dict | None  # {"embeddings", "encoder"} numpy subtrees.
+  fresh: tuple = ()  # Param paths left at fresh init (`heads.fresh_paths`).
 
   @property
   def model(self) -> heads.TaskModel:
@@ -217,11 +218,18 @@ def resolve(config: ml_collections.ConfigDict,
         f"to {tok.vocab_size} or more.")
   labels = data_lib.label_names(data_lib.DataConfig(**config.data), spec,
                                 train_examples or [])
+  fresh = ()
+  if subtrees is not None:
+    fresh = heads.fresh_paths(config.model.num_hidden_layers,
+                              embeddings=config.reinit_embeddings,
+                              top_layers=config.reinit_top_layers)
+    if fresh:
+      logging.info("Not restored (fresh init): %s.",
+                   ", ".join("/".join(p) for p in fresh))
   config.lock()
   return Task(config, spec,
               train_lib.discriminator_config(config, config.model.vocab_size),
-              labels,
-              tok, subtrees)
+              labels, tok, subtrees, fresh)
 
 
 def save_task(workdir: str, task: Task) -> None:

@@ -136,13 +136,13 @@ def _init_params(rng, *, model, length):
   return model.init(rng, ids, ids, ids)["params"]
 
 
-def _create_state(rng, pretrained, *, model, length,
-                  tx) -> train_lib.TrainState:
+def _create_state(rng, pretrained, *, model, length, tx,
+                  fresh=()) -> train_lib.TrainState:
   params = nn.unbox(_init_params(rng, model=model, length=length))
   if pretrained is not None:
     pretrained = jax.tree.map(lambda new, old: old.astype(new.dtype),
                               {k: params[k] for k in pretrained}, pretrained)
-    params = heads.merge_pretrained(params, pretrained)
+    params = heads.merge_pretrained(params, pretrained, fresh)
   return train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                               opt_state=tx.init(params), tx=tx)
 
@@ -191,7 +191,8 @@ def build_steps(task: restore.Task, mesh, rules,
       num_train_steps, abstract, task.cfg.num_hidden_layers,
       decay=opt.layerwise_lr_decay, compat=opt.layerwise_lr_decay_compat,
       flat_norm=flat_norm)
-  create = functools.partial(_create_state, model=model, length=length, tx=tx)
+  create = functools.partial(_create_state, model=model, length=length, tx=tx,
+                             fresh=task.fresh)
   state_sh = train_lib.shard_state(
       jax.eval_shape(create, jax.random.key(0), None), param_sh, mesh)
   pre_sh = None
