@@ -152,6 +152,17 @@ def test_reinit_more_layers_than_the_encoder_has_is_refused(hf_dir):
     restore.resolve(config)
 
 
+def test_reinit_without_init_from_is_reported(hf_dir, caplog):
+  config = testing.finetune_config("task=classification,size=small")
+  config.tokenizer = os.path.join(hf_dir, "vocab.txt")
+  config.reinit_embeddings = True
+  with caplog.at_level(logging.WARNING):
+    task = restore.resolve(config)
+  assert task.pretrained is None and not task.fresh
+  assert any("have no effect without --config.init_from" in r.getMessage()
+             for r in caplog.records)
+
+
 def test_resolve_adopts_the_checkpoint_architecture_and_tokenizer(hf_dir):
   config = testing.finetune_config("task=classification,size=small")
   config.init_from = hf_dir

@@ -206,6 +206,11 @@ def resolve(config: ml_collections.ConfigDict,
     subtrees = jax.device_get(subtrees)
   else:
     logging.warning("No --config.init_from: fine-tuning from random init.")
+    if config.reinit_top_layers or config.reinit_embeddings:
+      # Everything is fresh already; say so rather than ignore the flags.
+      logging.warning("reinit_top_layers / reinit_embeddings have no effect "
+                      "without --config.init_from: every weight starts at "
+                      "its fresh init.")
   tok_path = find_tokenizer(config)
   config.tokenizer = tok_path
   tok = tokenization.load_tokenizer(tok_path, lowercase=config.lowercase)
