@@ -99,6 +99,14 @@ def probe(x_train, y_train, x_eval, y_eval, num_labels, l2, steps=500):
   return float((predictions == y_eval).mean())
 
 
+def spread(x: np.ndarray) -> float:
+  """How much a pooled feature depends on its input: the mean over
+  dimensions of the std across examples, over the feature's RMS (0 for a
+  vector that is the same for every text)."""
+  x = np.asarray(x, np.float64)
+  return float(x.std(0).mean() / (np.sqrt((x ** 2).mean()) + 1e-12))
+
+
 def lowercase(tokenizer: str) -> bool:
   """A WordPiece vocab's casing, as the data was made; sentencepiece models
   hold their own rules."""
@@ -145,8 +153,9 @@ def main(argv):
                            "them.")
   y_train, y_eval = (np.array([labels.index(ex.label) for ex in split])
                      for split in (train, dev))
-  rows = [f"| encoder | {' | '.join(FEATURES)} |",
-          "| --- |" + " ---: |" * len(FEATURES)]
+  header = [f"| encoder | {' | '.join(FEATURES)} |",
+            "| --- |" + " ---: |" * len(FEATURES)]
+  rows, spreads = list(header), list(header)
   for label, cfg, params, tokenizer in encoders(FLAGS.workdir, FLAGS.seed):
     tok = tokenization.load_tokenizer(tokenizer,
                                       lowercase=lowercase(tokenizer))
@@ -156,9 +165,14 @@ def main(argv):
                       FLAGS.l2) for f in FEATURES]
     rows.append(f"| {label} | " + " | ".join(f"{a:.4f}" for a in accuracy)
                 + " |")
+    spreads.append(f"| {label} | " + " | ".join(
+        f"{spread(x_eval[f]):.3f}" for f in FEATURES) + " |")
     print(rows[-1], flush=True)
   majority = max(np.mean(y_eval == k) for k in range(len(labels)))
-  text = "\n".join(rows) + f"\n\nDev majority class: {majority:.4f}.\n"
+  text = ("\n".join(rows) + f"\n\nDev majority class: {majority:.4f}.\n\n"
+          "Spread of each feature over the dev texts (std across texts / "
+          "RMS; 0: the same vector for every text):\n\n"
+          + "\n".join(spreads) + "\n")
   print(text)
   if FLAGS.output:
     with open(FLAGS.output, "w") as f:

@@ -1,5 +1,6 @@
 """experiments/linear_probe.py: the probe itself, and the script end to end."""
 
+import functools
 import importlib.util
 import os
 import subprocess
@@ -14,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "linear_probe.py")
 
 
+@functools.lru_cache(maxsize=None)  # Its absl flags can be defined once.
 def load_script():
   spec = importlib.util.spec_from_file_location("linear_probe", SCRIPT)
   module = importlib.util.module_from_spec(spec)
@@ -60,7 +62,8 @@ def test_script_probes_a_run_and_its_random_init(tmp_path):
               f"--eval_file={tmp_path / 'dev.csv'}", "--max_seq_length=16",
               f"--output={output}")
   assert probe.returncode == 0, probe.stderr[-3000:]
-  table = output.read_text()
+  text = output.read_text()
+  table, spreads = text.split("Spread of each feature")
   rows = [line for line in table.splitlines() if line.startswith("| run")
           or line.startswith("| random init")]
   assert len(rows) == 2, table
@@ -71,6 +74,23 @@ def test_script_probes_a_run_and_its_random_init(tmp_path):
     # encoder hold it.
     assert max(accuracies) > 0.8, table
   assert "Dev majority class: 0.5000" in table
+  spread_rows = [line for line in spreads.splitlines()
+                 if line.startswith("| run") or line.startswith("| random")]
+  assert len(spread_rows) == 2, spreads
+  for row in spread_rows:
+    values = [float(c) for c in row.strip("|").split("|")[1:]]
+    assert len(values) == 3 and all(v > 0 for v in values), spreads
+
+
+def test_spread_is_zero_for_a_constant_feature_and_scale_free():
+  spread = load_script().spread
+  rng = np.random.default_rng(0)
+  row = rng.normal(size=8)
+  assert spread(np.tile(row, (50, 1))) < 1e-6
+  x = rng.normal(size=(500, 8))
+  assert 0.9 < spread(x) < 1.1
+  assert abs(spread(x) - spread(100 * x)) < 1e-9
+  assert spread(x + 10) < 0.2  # A shared offset dominates the vector.
 
 
 def test_missing_flags_are_one_line():
