@@ -134,6 +134,34 @@ def test_init_from_another_run_and_from_an_export(tmp_path, data_cache,
   assert_bitwise_equal(got, want)
 
 
+def test_continued_pretraining_on_new_text_with_the_runs_tokenizer(
+    tmp_path, data_cache, uninterrupted):
+  """Domain-adaptive pretraining as the README gives it: new text encoded
+  with the run's own tokenizer, then a new workdir with `init_from`."""
+  from electra_jax.data import options as options_lib  # pylint: disable=g-import-not-at-top
+  from electra_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  tokenizer = uninterrupted / "tokenizer" / "tokenizer.model"
+  text = tmp_path / "reviews.txt"
+  text.write_text("".join(
+      f"The film was {w} and the cast was {v}.\n\n"
+      for w in ("dull", "bright", "long", "odd", "warm", "slow")
+      for v in ("good", "tired", "fine", "new")))
+  data_dir = tmp_path / "reviews"
+  preprocess.preprocess(options_lib.Options(
+      inputs=(str(text),), output_dir=str(data_dir), tokenizer=str(tokenizer),
+      max_seq_length=32, eval_fraction=0.3, num_workers=1))
+  assert (data_dir / "tokenizer.model").read_bytes() == tokenizer.read_bytes()
+  want, _ = final_params(uninterrupted)
+  config = testing.tiny_config(data_cache, steps=1)
+  config.input.data_dir = str(data_dir)
+  config.init_from = str(uninterrupted)
+  config.optimizer.learning_rate = 0.0  # The one step must change nothing.
+  loop.train_and_evaluate(config, str(tmp_path / "adapted"))
+  got, step = final_params(tmp_path / "adapted")
+  assert step == 1
+  assert_bitwise_equal(got, want)
+
+
 def _cli(workdir, data_cache, save_every):
   """The command line of a tiny run on one CPU device, and its env."""
   args = [sys.executable, "-m", "electra_jax.main",
