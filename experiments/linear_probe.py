@@ -7,7 +7,9 @@ is fit on pooled features of the labeled training file, then scored on the
 dev file. Each encoder is probed at two depths, its embedding output (what
 the word vectors know) and its last layer (what the contextual layers add),
 each as the mean over tokens and, for the last layer, [CLS]'s vector. The
-same architecture at random init is the floor.
+same architecture at random init is the floor. A second table gives each
+feature's spread over the dev texts (`spread`): it separates a feature that
+ignores its input from one that varies with the input but not with the label.
 
   python experiments/linear_probe.py --workdir=runs/evm6k/electra \
       --workdir=runs/evm6k/mlm --train_file=data/labeled/train5k.csv \
