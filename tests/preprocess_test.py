@@ -16,6 +16,7 @@ from electra_jax.data import options as options_lib
 from electra_jax.data import preprocess
 from electra_jax.data import records
 from electra_jax.data import spec as data_spec
+from tests import testing
 
 CLS, SEP = 2, 3
 _WORDS = ("the generator fills masked positions and the discriminator learns "
@@ -228,6 +229,16 @@ def test_bad_inputs(tmp_path, caplog):
   assert "blank.txt: contains only whitespace; skipped." in caplog.text
   assert "bad.txt: 1 line(s) with invalid UTF-8" in caplog.text
   assert "long.txt: 1 line(s) longer than 512 bytes" in caplog.text
+
+
+def test_a_missing_tokenizer_writes_nothing_and_the_fixed_command_runs(
+    tmp_path):
+  vocab = testing.write_vocab(str(tmp_path))
+  with pytest.raises(ValueError, match="does not exist"):
+    preprocess.preprocess(_options(tmp_path, tokenizer=str(tmp_path)))
+  assert not os.path.exists(tmp_path / "data" / "settings.json")
+  metadata = preprocess.preprocess(_options(tmp_path, tokenizer=vocab))
+  assert metadata["num_train_examples"] > 0
 
 
 def test_input_errors(tmp_path):

@@ -225,6 +225,10 @@ def _check_options(options: options_lib.Options) -> None:
         f"--input_format must be one of {', '.join(text_sources.INPUT_FORMATS)}"
         f", not {options.input_format!r}.")
   text_sources.sentence_splitter(options)  # Fails now if sentencex is absent.
+  if options.tokenizer:
+    # Before settings.json exists: a mistyped path must not tie the output
+    # directory to itself, so that the corrected command can run there.
+    tokenization.load_tokenizer(options.tokenizer)
 
 
 def preprocess(options: options_lib.Options) -> dict[str, Any]:
